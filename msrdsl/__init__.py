@@ -1,0 +1,3 @@
+"""msrdsl: differentiable architecture search methods written as .space files."""
+
+__version__ = "0.1.0"

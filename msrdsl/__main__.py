@@ -1,0 +1,3 @@
+from msrdsl.cli import main
+
+main()
