@@ -231,7 +231,10 @@ class _Reader:
         out: dict[str, Any] = {}
         if head is not None:
             field_name, value, loc = head
-            out[field_name] = self.value(known[field_name], value, loc, prefix + field_name)
+            # Messages name the head by the key it was written after (`epoch last`).
+            key = prefix.rstrip(".").rsplit(".", 1)[-1]
+            self.locs.setdefault(prefix + field_name, loc)
+            out[field_name] = convert(meta(known[field_name]), value, loc, key)
         for e in entries:
             if cls is SelectSpec and e.key in _INLINE_RULE_KEYS:
                 continue

@@ -447,7 +447,7 @@ def _transform(tree: Tree, path: str, text: str) -> Any:
 # Comments
 
 
-def _comments(text: str) -> list[tuple[int, int, str]]:
+def comments_of(text: str) -> list[tuple[int, int, str]]:
     """(line, column, text) of every comment, found with the grammar's own lexer so that a '#'
     inside a string is not taken for one."""
     out = []
@@ -463,7 +463,7 @@ def _comments(text: str) -> list[tuple[int, int, str]]:
 
 def _attach_comments(items: list, text: str) -> tuple[list, list[tuple[str, ...]], tuple[str, ...]]:
     """Give each decl and entry its leading comments and trailing comment."""
-    comments = _comments(text)
+    comments = comments_of(text)
     if not comments:
         return items, [() for i in items if isinstance(i, OpDef)], ()
     anchors: list[tuple[int, int]] = []

@@ -1,0 +1,42 @@
+"""Reading the files users name on the command line, by kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from msrdsl.errors import MsrdslError, SpaceError
+
+SPACE_SUFFIX = ".space"
+GENOTYPE_SUFFIX = ".genotype"
+
+
+def kind_of(path: str) -> str:
+    """'space' or 'genotype', from the file name; anything else is a user error."""
+    suffix = Path(path).suffix
+    if suffix == SPACE_SUFFIX:
+        return "space"
+    if suffix == GENOTYPE_SUFFIX:
+        return "genotype"
+    raise MsrdslError(f"'{path}': expected a {SPACE_SUFFIX} or {GENOTYPE_SUFFIX} file")
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Replace a file's text so that a crash leaves either the old or the new file whole."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def overrides_error(text: str) -> SpaceError:
+    return SpaceError(f"'--set {text}' applies to .space files only")
