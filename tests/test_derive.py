@@ -54,6 +54,7 @@ def derive(cell, names, ops, edges, r: Rule = MSR_RULE):
 # Properties
 
 
+@settings(max_examples=60, deadline=None)
 @given(problems())
 def test_every_node_keeps_min_k_distinct_earlier_predecessors(p) -> None:
     cell, names, ops, edges = p
@@ -80,6 +81,7 @@ TRANSFORMS = {
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
+@settings(max_examples=60, deadline=None)
 @given(p=problems())
 def test_invariant_under_strictly_increasing_transforms(name: str, p) -> None:
     cell, names, ops, edges = p
@@ -88,6 +90,7 @@ def test_invariant_under_strictly_increasing_transforms(name: str, p) -> None:
     assert torch.equal(choose_ops(f(ops), "argmin"), choose_ops(ops, "argmin"))
 
 
+@settings(max_examples=60, deadline=None)
 @given(problems())
 def test_max_rule_on_scores_is_min_rule_on_negated_scores(p) -> None:
     cell, names, ops, edges = p
@@ -97,6 +100,7 @@ def test_max_rule_on_scores_is_min_rule_on_negated_scores(p) -> None:
             == derive(cell, names, -ops, -edges, rule("argmin", "argmax")))
 
 
+@settings(max_examples=60, deadline=None)
 @given(p=problems(table=distinct_row_tables), data=st.data())
 def test_permuting_operators_changes_nothing(p, data) -> None:
     cell, names, ops, edges = p
@@ -110,6 +114,7 @@ def test_permuting_operators_changes_nothing(p, data) -> None:
                 == derive(cell, names, ops, edges, r))
 
 
+@settings(max_examples=60, deadline=None)
 @given(problems())
 def test_dtype_and_container_do_not_matter(p) -> None:
     cell, names, ops, edges = p
@@ -141,6 +146,7 @@ def darts_parse(weights: list[list[float]], names: list[str], inputs: int, nodes
     return out
 
 
+@settings(max_examples=60, deadline=None)
 @given(p=problems(edge_1d=False))
 def test_darts_rule_matches_darts_parse(p) -> None:
     cell, names, ops, _ = p
@@ -298,7 +304,7 @@ def before_rise_by_definition(losses: list[float], patience: int) -> int:
     return len(losses) - 1
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(losses_st, st.integers(1, 5))
 def test_before_valid_loss_rises_matches_its_definition(losses: list[float], patience: int) -> None:
     e = epoch_choice(losses, "before_valid_loss_rises", patience)
@@ -309,6 +315,7 @@ def test_before_valid_loss_rises_matches_its_definition(losses: list[float], pat
     assert epoch_choice(torch.tensor(losses), "before_valid_loss_rises", patience) == e
 
 
+@settings(max_examples=60, deadline=None)
 @given(losses_st)
 def test_last_and_min_rules(losses: list[float]) -> None:
     assert epoch_choice(losses, "last") == len(losses) - 1
@@ -316,6 +323,7 @@ def test_last_and_min_rules(losses: list[float]) -> None:
     assert losses[m] == min(losses) and min(losses) not in losses[:m]
 
 
+@settings(max_examples=60, deadline=None)
 @given(losses_st, st.integers(1, 5))
 def test_rise_needs_patience_epochs(losses: list[float], patience: int) -> None:
     # A longer patience can only confirm a rise later (or never).

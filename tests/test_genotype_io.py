@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from attrs import evolve
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from msrdsl.errors import GenotypeError, Location
@@ -92,12 +92,14 @@ def published() -> dict[str, Genotype]:
 # Round trips
 
 
+@settings(max_examples=100, deadline=None)
 @given(genotypes())
 def test_darts_notation_round_trip(g: Genotype) -> None:
     back = from_darts(to_darts(g), inputs=g.normal.inputs)
     assert back == evolve(g, source=None)  # DARTS notation has no place for the source
 
 
+@settings(max_examples=100, deadline=None)
 @given(genotypes(inputs=st.just(2), pairs=True))
 def test_pairs_are_written_as_darts_writes_them(g: Genotype) -> None:
     text = to_darts(g)
@@ -106,11 +108,13 @@ def test_pairs_are_written_as_darts_writes_them(g: Genotype) -> None:
     assert len(pairs) == sum(len(n.edges) for c in (g.normal, g.reduce) for n in c.nodes)
 
 
+@settings(max_examples=100, deadline=None)
 @given(genotypes())
 def test_json_round_trip(g: Genotype) -> None:
     assert from_json(json.loads(json.dumps(to_json(g)))) == g
 
 
+@settings(max_examples=100, deadline=None)
 @given(genotypes())
 def test_generated_genotypes_are_valid(g: Genotype) -> None:
     assert validate_genotype(g) is g
