@@ -46,6 +46,14 @@ class ScoreContext:
     valid_batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
     _cache: dict[str, Tables] = field(factory=dict)
 
+    @classmethod
+    def from_record(cls, space: Space, scores: dict[str, dict[str, Any]]) -> ScoreContext:
+        """A context whose base criteria come from a run's record, with no supernet at all."""
+        ctx = cls(space, None)
+        for text, per_type in scores.items():
+            ctx._cache[text] = {t: torch.tensor(v) for t, v in per_type.items()}
+        return ctx
+
     def last_convs(self) -> list[Any]:
         """The last convolution of every candidate operator, in (cell, edge, op) order."""
         return self.supernet.last_convs()
@@ -60,8 +68,13 @@ class ScoreContext:
 
 def tables(ctx: ScoreContext, expr: Any, exclude: Sequence[str] = ()) -> Tables:
     """The score tables of an expression, one per cell type (cached per context)."""
-    key = format_value(expr) + "|" + ",".join(exclude)
+    # Base criteria do not depend on a rule's exclude list; the tables built from them may.
+    base = isinstance(expr, Name) or (isinstance(expr, Call) and expr.name in _BASE)
+    key = format_value(expr) if base else format_value(expr) + "|" + ",".join(exclude)
     if key not in ctx._cache:
+        if base and ctx.supernet is None:
+            raise SpaceError(f"'{format_value(expr)}' was not recorded by this run",
+                             hint="derive from the run's saved supernet weights instead")
         ctx._cache[key] = _evaluate(ctx, expr, tuple(exclude))
     return ctx._cache[key]
 

@@ -204,3 +204,86 @@ def render_svg_png(g: Genotype, path: str | Path, format: str | None = None) -> 
         raise RuntimeError(f"Graphviz rejected the DOT text: {exc}") from exc
     path.write_bytes(data)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparisons
+
+
+def render_comparison(comparison) -> Group:
+    """Genotypes (or rules) side by side: the operator on every kept edge, differences marked
+    with `*`, cell depth and width, Kendall's tau between edge rankings, parameter counts."""
+    from rich.table import Table
+
+    c = comparison
+    parts: list = []
+    if c.epoch is not None:
+        heading = Text(f"epoch {c.epoch}", style="bold")
+        if c.derived_from:
+            sources = sorted(set(c.derived_from.values()))
+            heading.append(f"  (derived from the {' and '.join(sources)})", style="dim")
+        parts.append(heading)
+    for cell_type in ("normal", "reduce"):
+        table = Table(title=_TITLES[cell_type], title_justify="left", box=None, pad_edge=False)
+        table.add_column("edge", no_wrap=True)
+        for label in c.labels:
+            table.add_column(label, no_wrap=True)
+        table.add_column("")
+        for (source, target), ops, differs in c.rows(cell_type):
+            cells = [Text(op or "·", style=_op_style(op) if op else "dim") for op in ops]
+            table.add_row(f"{source} -> {target}", *cells,
+                          Text("*", style="bold red") if differs else "")
+        parts.append(table)
+    shape = Table(title="cell shape (Shu et al.) and size", title_justify="left", box=None,
+                  pad_edge=False)
+    shape.add_column("")
+    for label in c.labels:
+        shape.add_column(label, justify="right")
+    for t in ("normal", "reduce"):
+        shape.add_row(f"{t} depth", *[str(c.shape(lbl)[t]["depth"]) for lbl in c.labels])
+        shape.add_row(f"{t} width", *[f"{c.shape(lbl)[t]['width']}C" for lbl in c.labels])
+    if c.counts:
+        first = c.counts[c.labels[0]]
+        shape.add_row(f"params ({first['setting']})",
+                      *[f"{c.counts[lbl]['params'] / 1e6:.2f} M" for lbl in c.labels])
+        shape.add_row("params with aux. tower",
+                      *[f"{c.counts[lbl]['params_aux'] / 1e6:.2f} M" for lbl in c.labels])
+        shape.add_row("mult-adds", *[f"{c.counts[lbl]['mult_adds'] / 1e6:.0f} M" for lbl in c.labels])
+    parts.append(shape)
+    taus = c.taus()
+    if taus:
+        tau = Table(title="Kendall's tau between edge strengths", title_justify="left", box=None,
+                    pad_edge=False)
+        tau.add_column("rules")
+        tau.add_column("normal", justify="right")
+        tau.add_column("reduce", justify="right")
+        for (a, b), v in taus.items():
+            tau.add_row(f"{a} vs {b}", f"{v['normal']:+.2f}", f"{v['reduce']:+.2f}")
+        parts.append(tau)
+    if c.scores:
+        parts.append(_score_tables(c))
+    return Group(*parts)
+
+
+def _score_tables(c) -> Group:
+    """Each rule's score of every operator on every edge (the chosen one in bold)."""
+    from rich.table import Table
+
+    tables = []
+    ops = c.operators
+    for label in c.labels:
+        if label not in c.scores:
+            continue
+        for cell_type in ("normal", "reduce"):
+            table = Table(title=f"{label}: {cell_type} op scores (edge strength last)",
+                          title_justify="left", box=None, pad_edge=False)
+            table.add_column("edge", no_wrap=True)
+            for op in ops:
+                table.add_column(op, justify="right")
+            table.add_column("strength", justify="right")
+            rows = c.scores[label][cell_type]
+            for (source, target), op_row, strength in zip(c.edges, rows["op"], rows["edge"]):
+                table.add_row(f"{source} -> {target}", *[f"{v:.4g}" for v in op_row],
+                              f"{strength:.4g}")
+            tables.append(table)
+    return Group(*tables)
