@@ -20,7 +20,7 @@ def resolve_op(ops: Mapping[str, OpDef], name: str, stride: int, *, at: Any = No
     if name not in ops:
         raise SpaceError(f"unknown operator '{name}'", getattr(at, "loc", None),
                          did_you_mean(name, ops))
-    prims = _expand(ops, Call(name, loc=getattr(at, "loc", None)), {"stride": stride}, stride, 0)
+    prims = _expand(ops, Call(name, loc=getattr(at, "loc", None)), {"stride": stride}, stride, ())
     total = _total_stride(prims)
     if total != (stride, stride):
         opdef = ops[name]
@@ -52,33 +52,53 @@ def _total_stride(prims: tuple[Primitive, ...]) -> tuple[int, int]:
 
 
 def _expand(ops: Mapping[str, OpDef], call: Call, env: dict[str, Any], stride: int,
-            depth: int) -> tuple[Primitive, ...]:
-    if depth > _MAX_DEPTH:
-        raise SpaceError(f"operator '{call.name}' refers to itself", call.loc)
+            chain: tuple[str, ...]) -> tuple[Primitive, ...]:
+    """The primitives of `call`; `chain` names the operators being expanded around it."""
     if call.name in PRIMITIVES:
-        return (_primitive(call, env),)
+        try:
+            return (_primitive(call, env),)
+        except SpaceError as err:
+            if err.hint is None and len(chain) > 1:
+                err.hint = "as used by " + " -> ".join(f"'{n}'" for n in chain)
+            raise
+    if call.name in chain:
+        cycle = " -> ".join((*chain[chain.index(call.name):], call.name))
+        raise SpaceError(f"operator '{call.name}' refers to itself"
+                         + (f" ({cycle})" if chain[-1] != call.name else ""), call.loc,
+                         "an operator is built from primitives and operators defined without it")
     if call.name not in ops:
         raise SpaceError(f"unknown operator or primitive '{call.name}'", call.loc,
                          did_you_mean(call.name, [*ops, *PRIMITIVES]))
+    if len(chain) > _MAX_DEPTH:
+        raise SpaceError(f"operator '{chain[0]}' nests operators more than {_MAX_DEPTH} deep",
+                         call.loc)
     opdef = ops[call.name]
     bound = _bind(opdef.name, list(opdef.params), call, env)
+    missing = [p for p in opdef.params if p not in bound]
+    if missing:
+        example = f"{opdef.name}({', '.join('3' for _ in opdef.params)})"
+        raise SpaceError(f"operator '{opdef.name}' needs a value for '{missing[0]}'", call.loc,
+                         f"write it as {example}" if chain else
+                         f"define `op {opdef.name}_x = {example}` and list that")
     bound["stride"] = stride
     variant = opdef.variant(stride)
     if variant is None:
         strides = ", ".join(str(v.stride) for v in opdef.variants)
         raise SpaceError(f"operator '{opdef.name}' has no pipeline for stride {stride} "
-                         f"(it has: {strides})", call.loc or opdef.loc)
+                         f"(it has: {strides})", call.loc or opdef.loc,
+                         f"add `stride {stride}: ...` to its definition")
     out: list[Primitive] = []
     for step in variant.steps:
-        out.extend(_expand(ops, step, bound, stride, depth + 1))
+        out.extend(_expand(ops, step, bound, stride, (*chain, opdef.name)))
     return tuple(out)
 
 
 def _bind(owner: str, params: list[str], call: Call, env: dict[str, Any]) -> dict[str, Any]:
     """Match a call's positional and keyword arguments to parameter names."""
     if len(call.args) > len(params):
-        raise SpaceError(f"'{owner}' takes {len(params)} positional argument(s), "
-                         f"got {len(call.args)}", call.loc)
+        takes = {0: "no arguments", 1: "1 argument"}.get(len(params), f"{len(params)} arguments")
+        raise SpaceError(f"'{owner}' takes {takes}, got {len(call.args)}", call.loc,
+                         f"'{owner}' has: {', '.join(params)}" if params else None)
     bound = {p: _value(a, env) for p, a in zip(params, call.args)}
     for key, value in call.kwargs:
         if key not in params:
@@ -114,29 +134,42 @@ def _primitive(call: Call, env: dict[str, Any]) -> Primitive:
     stride = _pair(bound.get("stride", 1), "stride", call)
     dilation = _pair(bound.get("dilation", 1), "dilation", call)
     groups = bound.get("groups", 1)
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise SpaceError(f"groups must be a whole number >= 1, got {_show(groups)}", call.loc,
+                         "a depthwise convolution is written dwconv(k)")
     if kind == "dwconv":
-        kind, groups = "conv", 0
+        kind, groups = "conv", 0  # 0: one group per channel, whatever the channel count
     elif kind == "pwconv":
         kind, kernel = "conv", (1, 1)
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 0:
-        raise SpaceError(f"groups must be a whole number >= 1, got {groups!r}", call.loc)
     for what, pair in (("kernel", kernel), ("dilation", dilation)):
         if any(x < 1 for x in pair):
-            raise SpaceError(f"{what} must be >= 1, got {pair}", call.loc)
+            raise SpaceError(f"{what} must be >= 1, got {_show(pair)}", call.loc)
     if any(k % 2 == 0 for k in kernel) and kind in ("conv", "max_pool", "avg_pool"):
-        raise SpaceError(f"kernel {kernel} has an even side; 'same' padding needs odd sides",
+        raise SpaceError(f"kernel {_show(kernel)} has an even side; 'same' padding needs odd sides",
                          call.loc)
     if any(s not in (1, 2) for s in stride):
-        raise SpaceError(f"stride must be 1 or 2, got {stride}", call.loc)
+        raise SpaceError(f"stride must be 1 or 2, got {_show(stride)}", call.loc)
     return Primitive(kind=kind, kernel=kernel, stride=stride, dilation=dilation, groups=groups)
 
 
 def _pair(v: Any, what: str, call: Call) -> tuple[int, int]:
-    if isinstance(v, bool):
-        raise SpaceError(f"{what} must be a whole number or a pair, got {v!r}", call.loc)
-    if isinstance(v, int):
+    def whole(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    if whole(v):
         return (v, v)
-    if isinstance(v, tuple) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
-                                                    for x in v):
+    if isinstance(v, tuple) and len(v) == 2 and all(whole(x) for x in v):
         return (v[0], v[1])
-    raise SpaceError(f"{what} must be a whole number or a pair (h, w), got {v!r}", call.loc)
+    raise SpaceError(f"{what} must be a whole number or a pair (h, w), got {_show(v)}", call.loc)
+
+
+def _show(value: Any) -> str:
+    """A value as a pipeline writes it: pairs as (h, w)."""
+    from msrdsl.lang.printer import format_value
+
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_show(v) for v in value) + ")"
+    try:
+        return format_value(value)
+    except (TypeError, ValueError):
+        return repr(value)

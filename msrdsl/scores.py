@@ -88,10 +88,12 @@ class ScoreUse:
     needs_data: bool = False
 
 
-def check_score(expr: Any) -> ScoreUse:
-    """Check a score expression's names, arguments and levels; return its level and needs."""
+def check_score(expr: Any, at: Any = None) -> ScoreUse:
+    """Check a score expression's names, arguments and levels; return its level and needs.
+
+    `at` locates parts that carry no location of their own (a number written as a score)."""
     if isinstance(expr, Negate):
-        return check_score(expr.expr)
+        return check_score(expr.expr, expr.loc or at)
     if isinstance(expr, Name):
         if expr.id in SCORE_NAMES:
             return ScoreUse(SCORE_NAMES[expr.id][0], needs_alpha=expr.id == "alpha")
@@ -100,11 +102,15 @@ def check_score(expr: Any) -> ScoreUse:
         raise SpaceError(f"unknown score '{expr.id}'", expr.loc,
                          did_you_mean(expr.id, [*SCORE_NAMES, *SCORE_FUNCTIONS]))
     if not isinstance(expr, Call):
-        raise SpaceError(f"expected a score expression, found {expr!r}", getattr(expr, "loc", None))
+        raise SpaceError(f"expected a score expression, found {_show(expr)}",
+                         getattr(expr, "loc", None) or at,
+                         "a score is a name like alpha or a call like stable_rank(last_conv)")
     fn = SCORE_FUNCTIONS.get(expr.name)
     if fn is None:
+        close = did_you_mean(expr.name, SCORE_FUNCTIONS)
+        listing = "registered score functions: " + ", ".join(sorted(SCORE_FUNCTIONS))
         raise SpaceError(f"unknown score function '{expr.name}'", expr.loc,
-                         "registered: " + ", ".join(sorted([*SCORE_FUNCTIONS, *SCORE_NAMES])))
+                         f"{close} ({listing})" if close and close.startswith("did") else listing)
     if len(expr.args) != 1:
         raise SpaceError(f"'{expr.name}' takes one argument, got {len(expr.args)}", expr.loc)
     _check_kwargs(fn, expr)
@@ -114,7 +120,7 @@ def check_score(expr: Any) -> ScoreUse:
             raise SpaceError(f"'{expr.name}' measures a convolution: write {expr.name}(last_conv)",
                              getattr(arg, "loc", None) or expr.loc)
         return ScoreUse("cell", needs_conv=fn.needs_conv, needs_data=fn.needs_data)
-    inner = check_score(arg)
+    inner = check_score(arg, expr.loc)
     if inner.level not in fn.accepts:
         raise SpaceError(
             f"'{expr.name}' takes a score per {_level_words(fn.accepts)}, but its argument gives "
@@ -122,6 +128,15 @@ def check_score(expr: Any) -> ScoreUse:
     level = fn.level(inner.level) if callable(fn.level) else fn.level
     return ScoreUse(level, inner.needs_conv or fn.needs_conv, inner.needs_alpha,
                     inner.needs_data or fn.needs_data)
+
+
+def _show(value: Any) -> str:
+    from msrdsl.lang.printer import format_value
+
+    try:
+        return format_value(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _check_kwargs(fn: ScoreFunction, expr: Call) -> None:

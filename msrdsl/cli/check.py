@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from msrdsl.cli.console import USER_ERROR, console, print_error
 from msrdsl.cli.files import kind_of
-from msrdsl.errors import MsrdslError
+from msrdsl.errors import GenotypeError, MsrdslError, did_you_mean
 
 
 @click.command("check")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
               help="Override a setting of every .space file, e.g. search.epochs=5.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
@@ -36,11 +37,29 @@ def _check_one(path: str, overrides: tuple[str, ...]):
 
     if kind_of(path) == "space":
         return space_summary(load_space(path, overrides), path)
-    from msrdsl.genotype_io import validate_genotype
-
     genotype = parse_genotype_file(path)
-    validate_genotype(genotype)
+    _validate_genotype(genotype)
     return genotype_summary(genotype, path)
+
+
+def _validate_genotype(genotype) -> None:
+    """A genotype's structure, and its operators against the prelude's (what any space can use)."""
+    from msrdsl.lang.interpret import prelude_ops
+
+    known = [name for name, op in prelude_ops().items() if not op.params]
+    try:
+        from msrdsl.genotype_io import validate_genotype
+    except ImportError:
+        validate_genotype = None
+    if validate_genotype is not None:
+        validate_genotype(genotype, known_ops=known)
+        return
+    for cell in (genotype.normal, genotype.reduce):
+        for node in cell.nodes:
+            for edge in node.edges:
+                if edge.op not in known:
+                    raise GenotypeError(f"unknown operator '{edge.op}'", edge.loc,
+                                        did_you_mean(edge.op, known))
 
 
 def space_summary(space, path: str) -> Table:
@@ -49,7 +68,7 @@ def space_summary(space, path: str) -> Table:
     from msrdsl.ir import Rule
 
     s = space
-    table = Table(title=f"[bold]{s.name}[/] ({path}) ok", title_justify="left", show_header=False,
+    table = Table(title=f"[bold]{s.name}[/] ({escape(path)}) ok", title_justify="left", show_header=False,
                   box=None, pad_edge=False)
     table.add_column(style="cyan", no_wrap=True)
     table.add_column()
@@ -92,6 +111,6 @@ def space_summary(space, path: str) -> Table:
 
 def genotype_summary(genotype, path: str) -> str:
     normal, reduce = genotype.normal, genotype.reduce
-    return (f"[bold]{genotype.name}[/] ({path}) ok: normal cell {len(normal.nodes)} nodes, "
+    return (f"[bold]{genotype.name}[/] ({escape(path)}) ok: normal cell {len(normal.nodes)} nodes, "
             f"{len(normal.ops)} edges; reduction cell {len(reduce.nodes)} nodes, "
             f"{len(reduce.ops)} edges")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from msrdsl.errors import MsrdslError, SpaceError
+from msrdsl.errors import Location, MsrdslError, SpaceError
 
 SPACE_SUFFIX = ".space"
 GENOTYPE_SUFFIX = ".genotype"
@@ -17,18 +17,25 @@ def kind_of(path: str) -> str:
         return "space"
     if suffix == GENOTYPE_SUFFIX:
         return "genotype"
-    raise MsrdslError(f"'{path}': expected a {SPACE_SUFFIX} or {GENOTYPE_SUFFIX} file")
+    raise MsrdslError(f"expected a {SPACE_SUFFIX} or {GENOTYPE_SUFFIX} file",
+                      Location.whole_file(str(path)))
 
 
 def write_atomic(path: str | Path, text: str) -> None:
     """Replace a file's text so that a crash leaves either the old or the new file whole."""
     import os
+    import stat
     import tempfile
 
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        # mkstemp makes the file private; the rewritten file keeps the original's permissions.
+        try:
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        except FileNotFoundError:
+            os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -40,3 +47,11 @@ def write_atomic(path: str | Path, text: str) -> None:
 
 def overrides_error(text: str) -> SpaceError:
     return SpaceError(f"'--set {text}' applies to .space files only")
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

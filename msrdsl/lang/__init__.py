@@ -4,7 +4,7 @@ from msrdsl.lang.interpret import load_prelude, load_space, parse_space, read_te
 from msrdsl.lang.printer import format_file, format_genotype, format_space, format_value
 from msrdsl.lang.syntax import header_comments, parse_genotypes, parse_space_syntax, parse_value
 
-from msrdsl.errors import GenotypeError, Location
+from msrdsl.errors import GenotypeError, Location, SpaceError
 from msrdsl.genotype import Genotype
 
 
@@ -21,8 +21,8 @@ def parse_genotype_file(path) -> Genotype:
     """Read and parse a .genotype file."""
     try:
         text = read_text(path)
-    except Exception as err:  # read_text raises SpaceError; a genotype file is a GenotypeError
-        raise GenotypeError(getattr(err, "message", str(err))) from None
+    except SpaceError as err:  # read_text raises SpaceError; a genotype file is a GenotypeError
+        raise GenotypeError(err.message, err.loc, err.hint) from None
     return parse_genotype(text, str(path))
 
 

@@ -18,6 +18,7 @@ import attrs
 
 from msrdsl.errors import Location, SpaceError, did_you_mean
 from msrdsl.ir import (
+    PRIMITIVES,
     Call,
     Name,
     Negate,
@@ -29,7 +30,14 @@ from msrdsl.ir import (
     meta,
     schema,
 )
-from msrdsl.lang.syntax import Entry, RuleDecl, SpaceDecl, SpaceFile, parse_space_syntax, parse_value
+from msrdsl.lang.syntax import (
+    Entry,
+    RuleDecl,
+    SpaceDecl,
+    SpaceFile,
+    parse_override_syntax,
+    parse_space_syntax,
+)
 
 PRELUDE_PATH = "<prelude>"
 # Keys of the select block that write a rule inline instead of naming one.
@@ -52,18 +60,33 @@ def prelude_ops() -> dict[str, OpDef]:
 
 
 def read_text(path: str | Path, at: Location | None = None) -> str:
-    """A file's text, or a located error saying why it cannot be read."""
+    """A file's text, or a located error saying why it cannot be read.
+
+    `at` is where the file was named (an `extends`); without it the error is located at the file.
+    Undecodable bytes are located in the file itself, at the first bad byte."""
+    where = at if at is not None else Location.whole_file(str(path))
     try:
-        return Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise SpaceError(f"cannot read '{path}': no such file", at) from None
+        raise SpaceError(f"cannot read '{path}': no such file", where) from None
     except IsADirectoryError:
-        raise SpaceError(f"cannot read '{path}': it is a folder", at) from None
-    except UnicodeDecodeError as err:
-        raise SpaceError(f"cannot read '{path}': not UTF-8 text ({err.reason} at byte {err.start})",
-                         at) from None
+        raise SpaceError(f"cannot read '{path}': it is a folder", where) from None
+    except ValueError as err:  # a path with a NUL byte
+        raise SpaceError(f"cannot read '{path}': {err}", where) from None
     except OSError as err:
-        raise SpaceError(f"cannot read '{path}': {err.strerror}", at) from None
+        raise SpaceError(f"cannot read '{path}': {err.strerror or err}", where) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        shown = data.decode("utf-8", errors="replace")
+        before = data[:err.start].decode("utf-8", errors="replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        loc = Location(str(path), line, col, line, col + 1, shown)
+        raise SpaceError(f"the file is not UTF-8 text (byte 0x{data[err.start]:02x}: {err.reason})",
+                         loc,
+                         f"named by 'extends' at {at}" if at is not None and at.line > 0
+                         else "save the file as UTF-8") from None
 
 
 @attrs.define
@@ -97,6 +120,9 @@ def _resolve(syntax: SpaceFile, seen: tuple[str, ...]) -> _Resolved:
     if decl.extends is None:
         base = _Resolved(decl, (), prelude_ops(), {r.name: r for r in load_prelude().rules}, [], [])
     else:
+        if not decl.extends.strip() or "\0" in decl.extends:
+            raise SpaceError("'extends' needs the name of a .space file", decl.extends_loc,
+                             'e.g. extends "msr.space" (relative to this file)')
         parent_path = _sibling(syntax.path, decl.extends)
         key = str(Path(parent_path).resolve())
         if key in seen:
@@ -106,6 +132,7 @@ def _resolve(syntax: SpaceFile, seen: tuple[str, ...]) -> _Resolved:
         base = _resolve(parse_space_syntax(text, parent_path), (*seen, key))
     ops, rules = dict(base.ops), dict(base.rules)
     for op in syntax.ops:
+        _check_op_def(op)
         if op.name in ops:
             where = ops[op.name].loc
             raise SpaceError(f"operator '{op.name}' is already defined"
@@ -118,6 +145,30 @@ def _resolve(syntax: SpaceFile, seen: tuple[str, ...]) -> _Resolved:
         rules[rule.name] = rule
     return _Resolved(decl, merge_entries(base.entries, decl.entries), ops, rules,
                      [*base.user_ops, *syntax.ops], [*base.user_rules, *syntax.rules])
+
+
+def _check_op_def(op: OpDef) -> None:
+    """What a definition says on its own: distinct parameters, one pipeline per stride 1 or 2."""
+    if op.name in PRIMITIVES:
+        raise SpaceError(f"'{op.name}' is a primitive; an operator cannot take its name", op.loc,
+                         "choose another name")
+    for i, param in enumerate(op.params):
+        if param == "stride":
+            raise SpaceError(f"operator '{op.name}' has a parameter named 'stride'", op.loc,
+                             "`stride` is always the edge's stride; name the parameter otherwise")
+        if param in op.params[:i]:
+            raise SpaceError(f"operator '{op.name}' names parameter '{param}' twice", op.loc)
+    seen: set[int] = set()
+    for variant in op.variants:
+        if variant.stride is None:
+            continue
+        if variant.stride not in (1, 2):
+            raise SpaceError(f"operator '{op.name}' has a pipeline for stride {variant.stride}",
+                             variant.loc, "edges have stride 1 or 2")
+        if variant.stride in seen:
+            raise SpaceError(f"operator '{op.name}' has two pipelines for stride {variant.stride}",
+                             variant.loc)
+        seen.add(variant.stride)
 
 
 def _sibling(path: str, relative: str) -> str:
@@ -146,6 +197,8 @@ def merge_entries(parent: Sequence[Entry], child: Sequence[Entry]) -> tuple[Entr
             continue
         p = out[index]
         value = c.value if c.value is not None else p.value
+        if c.value is None and c.block is not None and _is_off(p.value):
+            value = None  # writing the block of a section the parent switched off switches it on
         if _is_off(c.value):
             block = c.block
         elif c.block is not None and p.block is not None:
@@ -175,36 +228,54 @@ def _drop_conflicts(block: tuple[Entry, ...] | None, child: Entry) -> tuple[Entr
 # `--set path=value`
 
 
-def parse_override(text: str) -> tuple[tuple[str, ...], Any, Location]:
-    """`search.epochs=5` -> (("search", "epochs"), 5, location of the text)."""
-    loc = Location("--set", 1, 1, 1, len(text) + 1, text)
+def parse_override(text: str) -> tuple[tuple[str, ...], Any, Location, tuple[Location, ...]]:
+    """`search.epochs=5` -> (("search", "epochs"), 5, location of the value, of each key).
+
+    Locations are columns of the whole `path=value` text, so a bad value is marked where it
+    stands after the '='."""
+    whole = Location("--set", 1, 1, 1, len(text) + 1, text)
     path, eq, value_text = text.partition("=")
     keys = tuple(k.strip() for k in path.split("."))
     if not eq or not all(k.isidentifier() for k in keys):
-        raise SpaceError(f"'--set {text}' is not of the form path.to.key=value", loc,
+        raise SpaceError(f"'--set {text}' is not of the form path.to.key=value", whole,
                          "for example: --set search.epochs=5")
-    value = parse_value(value_text, "--set")
-    return keys, value, loc
+    if not value_text.strip():
+        end = len(path) + 2
+        raise SpaceError(f"'--set {text}' gives no value after '='",
+                         Location("--set", 1, end, 1, end + 1, text),
+                         "for example: --set search.epochs=5")
+    keys, value, key_locs, value_loc = parse_override_syntax(text)
+    return keys, value, value_loc, key_locs
 
 
 def apply_override(entries: tuple[Entry, ...], keys: tuple[str, ...], value: Any,
-                   loc: Location) -> tuple[Entry, ...]:
-    """Write `value` at the entry path `keys`, creating entries as needed."""
+                   loc: Location, key_locs: tuple[Location, ...] = ()) -> tuple[Entry, ...]:
+    """Write `value` at the entry path `keys`, creating entries as needed (as `extends` would)."""
     key, rest = keys[0], keys[1:]
+    key_loc = key_locs[0] if key_locs else loc
     here = next((e for e in entries if e.key == key), None)
     if not rest:
         new = Entry(key, value, None if _is_off(value) else (here.block if here else None),
-                    loc=loc, key_loc=loc, value_loc=loc)
+                    loc=loc, key_loc=key_loc, value_loc=loc)
         if here is not None and here.key == "select":
             new = attrs.evolve(new, block=_drop_conflicts(here.block, new))
-    else:
-        inner = here.block if here is not None and here.block is not None else ()
-        new = Entry(key, here.value if here else None, apply_override(inner, rest, value, loc),
-                    loc=here.loc if here else loc, key_loc=here.key_loc if here else loc,
-                    value_loc=here.value_loc if here else None)
-    if here is None:
+        return _replace(entries, here, new)
+    inner = here.block if here is not None and here.block is not None else ()
+    # An entry that had no block gets one here: problems with that block are the --set's.
+    written = here is not None and here.block is not None
+    value_here = here.value if here is not None and not _is_off(here.value) else None
+    if key == "select" and rest[0] in _INLINE_RULE_KEYS and len(rest) == 1:
+        value_here = None  # an inline rule replaces the named one, as in a child file
+    new = Entry(key, value_here, apply_override(inner, rest, value, loc, key_locs[1:]),
+                loc=here.loc if written else key_loc, key_loc=here.key_loc if written else key_loc,
+                value_loc=here.value_loc if here is not None and value_here is not None else None)
+    return _replace(entries, here, new)
+
+
+def _replace(entries: tuple[Entry, ...], old: Entry | None, new: Entry) -> tuple[Entry, ...]:
+    if old is None:
         return (*entries, new)
-    return tuple(new if e is here else e for e in entries)
+    return tuple(new if e is old else e for e in entries)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +309,11 @@ class _Reader:
         for e in entries:
             if cls is SelectSpec and e.key in _INLINE_RULE_KEYS:
                 continue
+            if head is not None and e.key == head[0]:
+                key = prefix.rstrip(".").rsplit(".", 1)[-1]
+                raise SpaceError(f"'{e.key}' is given twice: after '{key}' and inside its block",
+                                 e.key_loc, f"keep one of the two; `{key} VALUE {{ ... }}` sets "
+                                 f"'{e.key}'")
             f = known.get(e.key)
             if f is None:
                 where = prefix.rstrip(".") or "a space"
@@ -251,7 +327,7 @@ class _Reader:
                     raise SpaceError("select names a rule and also writes one inline",
                                      inline[0].key_loc, "keep one of the two")
                 out["rule"] = self.rule(RuleDecl(self.resolved.decl.name, tuple(inline),
-                                                 loc=inline[0].loc))
+                                                 loc=inline[0].loc), inline=True)
         return out
 
     def entry(self, f: attrs.Attribute, e: Entry, path: str) -> Any:
@@ -278,7 +354,8 @@ class _Reader:
         self.locs.setdefault(path, loc)
         return convert(meta(f), value, loc, path.rsplit(".", 1)[-1])
 
-    def rule(self, decl: RuleDecl) -> Rule:
+    def rule(self, decl: RuleDecl, inline: bool = False) -> Rule:
+        who = "the rule written in select" if inline else f"rule '{decl.name}'"
         parts: dict[str, Any] = {}
         for e in decl.entries:
             if e.key in ("op", "edge"):
@@ -291,11 +368,11 @@ class _Reader:
                 parts["exclude"] = names
                 self.locs[f"rule.{decl.name}.exclude"] = e.value_loc
             else:
-                raise SpaceError(f"unknown setting '{e.key}' in rule '{decl.name}'", e.key_loc,
+                raise SpaceError(f"unknown setting '{e.key}' in {who}", e.key_loc,
                                  did_you_mean(e.key, ("op", "edge", "exclude")))
         for needed in ("op", "edge"):
             if needed not in parts:
-                raise SpaceError(f"rule '{decl.name}' has no '{needed}' choice", decl.loc,
+                raise SpaceError(f"{who} has no '{needed}' choice", decl.loc,
                                  f"add `{needed} argmin(SCORE)` or `{needed} argmax(SCORE)`")
         return Rule(decl.name, parts["op"], parts["edge"], parts.get("exclude", ()), loc=decl.loc)
 
@@ -323,7 +400,7 @@ def convert(m: dict, value: Any, loc: Location | None, key: str) -> Any:
             raise SpaceError(f"'{key}' must be a number, got {_show(value)}", loc)
         _check_range(m, value, loc, key)
         if kind == "float":
-            return float(value)
+            return _float(value, loc, key)
         return value if not isinstance(value, int) else Fraction(value)
     if kind == "bool":
         if not isinstance(value, bool):
@@ -351,7 +428,7 @@ def convert(m: dict, value: Any, loc: Location | None, key: str) -> Any:
         if not isinstance(value, tuple) or not all(
                 isinstance(i, (int, float, Fraction)) and not isinstance(i, bool) for i in value):
             raise SpaceError(f"'{key}' must be a list of numbers, like [0.5, 0.999]", loc)
-        return tuple(float(i) for i in value)
+        return tuple(_float(i, loc, key) for i in value)
     if kind == "fractions":
         if not isinstance(value, tuple) or not all(
                 isinstance(i, (int, Fraction)) and not isinstance(i, bool) for i in value):
@@ -367,6 +444,13 @@ def convert(m: dict, value: Any, loc: Location | None, key: str) -> Any:
             raise SpaceError(f"'{key}' must name a rule, got {_show(value)}", loc)
         return value.id
     raise AssertionError(f"unknown setting kind {kind}")
+
+
+def _float(value: Any, loc: Location | None, key: str) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise SpaceError(f"'{key}' is too large for a floating-point number", loc) from None
 
 
 def _check_range(m: dict, value: Any, loc: Location | None, key: str) -> None:
@@ -393,8 +477,8 @@ def space_from_syntax(syntax: SpaceFile, overrides: Sequence[str] = ()) -> Space
     key = str(Path(syntax.path).resolve()) if not syntax.path.startswith("<") else syntax.path
     resolved = _resolve(syntax, (key,))
     for text in overrides:
-        keys, value, loc = parse_override(text)
-        resolved.entries = apply_override(resolved.entries, keys, value, loc)
+        keys, value, loc, key_locs = parse_override(text)
+        resolved.entries = apply_override(resolved.entries, keys, value, loc, key_locs)
     space = _Reader(resolved).space()
     validate_space(space)
     return space

@@ -7,14 +7,16 @@ writes a genotype. Parsing any of these gives back the same IR.
 
 from __future__ import annotations
 
-import json
 import math
+import unicodedata
 from fractions import Fraction
 from typing import Any
 
+import attrs
+
 from msrdsl.genotype import CellGenotype, Genotype
 from msrdsl.ir import Call, Name, Negate, OpDef, OpVariant, Rule, SelectSpec, Space, meta, schema
-from msrdsl.lang.syntax import Entry, RuleDecl, SpaceDecl, SpaceFile
+from msrdsl.lang.syntax import Entry, OpComments, RuleDecl, SpaceDecl, SpaceFile
 
 INDENT = "  "
 
@@ -30,7 +32,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return _float(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return _string(value)
     if isinstance(value, Name):
         return value.id
     if isinstance(value, Negate):
@@ -40,6 +42,24 @@ def format_value(value: Any) -> str:
     if isinstance(value, tuple):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     raise TypeError(f"cannot format {value!r}")
+
+
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _string(text: str) -> str:
+    """A double-quoted literal. Control characters and line separators are escaped, so that the
+    text stays on one line for every tool (editors, `splitlines`, diagnostics); other characters,
+    accented or not, are written as they are."""
+    out = []
+    for ch in text:
+        if ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
+        elif unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _float(x: float) -> str:
@@ -60,8 +80,10 @@ def _call(call: Call, tuples: bool = False) -> str:
 
 def _arg(value: Any, tuples: bool) -> str:
     # Inside operator pipelines a pair is a (height, width) tuple, elsewhere a list.
-    if tuples and isinstance(value, tuple):
-        return "(" + ", ".join(_arg(v, tuples) for v in value) + ")"
+    if tuples and isinstance(value, tuple) and value:
+        # `(x,)`: a one-element tuple needs its comma; an empty one is only writable as `[]`.
+        inner = ", ".join(_arg(v, tuples) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
     return format_value(value)
 
 
@@ -69,13 +91,18 @@ def _arg(value: Any, tuples: bool) -> str:
 # Operators and rules
 
 
-def format_op(op: OpDef) -> str:
+def format_op(op: OpDef, notes: OpComments | None = None) -> str:
+    notes = notes or OpComments()
     params = f"({', '.join(op.params)})" if op.params else ""
     if len(op.variants) == 1 and op.variants[0].stride is None:
-        return f"op {op.name}{params} = {_pipeline(op.variants[0])}"
-    lines = [f"op {op.name}{params} {{"]
-    lines += [f"{INDENT}stride {v.stride}: {_pipeline(v)}" for v in op.variants]
-    lines.append("}")
+        return f"op {op.name}{params} = {_pipeline(op.variants[0])}" + _trail(notes.trailing)
+    lines = [f"op {op.name}{params} {{" + _trail(notes.trailing)]
+    variant_notes = notes.variants or [((), None)] * len(op.variants)
+    for v, (leading, trailing) in zip(op.variants, variant_notes):
+        lines += [INDENT + c for c in leading]
+        lines.append(f"{INDENT}stride {v.stride}: {_pipeline(v)}" + _trail(trailing))
+    lines += [INDENT + c for c in notes.end_comments]
+    lines.append("}" + _trail(notes.close_trailing))
     return "\n".join(lines)
 
 
@@ -103,24 +130,31 @@ def _entry_lines(e: Entry, depth: int) -> list[str]:
     pad = INDENT * depth
     lines = [pad + c for c in e.comments]
     head = e.key if e.value is None else f"{e.key} {format_value(e.value)}"
-    trailing = f"  {e.trailing}" if e.trailing else ""
     if e.block is None:
-        lines.append(pad + head + trailing)
-    elif not e.block:
-        lines.append(pad + head + " {}" + trailing)
+        lines.append(pad + head + _trail(e.trailing))
+    elif not e.block and not e.end_comments and not (e.trailing and e.close_trailing):
+        lines.append(pad + head + " {}" + _trail(e.trailing or e.close_trailing))
     else:
-        lines.append(pad + head + " {" + trailing)
+        lines.append(pad + head + " {" + _trail(e.trailing))
         for inner in e.block:
             lines += _entry_lines(inner, depth + 1)
-        lines.append(pad + "}")
+        lines += [pad + INDENT + c for c in e.end_comments]
+        lines.append(pad + "}" + _trail(e.close_trailing))
     return lines
 
 
-def _block_text(header: str, entries: list[Entry] | tuple[Entry, ...], depth: int) -> str:
-    lines = [header + " {"]
+def _trail(comment: str | None) -> str:
+    return f"  {comment}" if comment else ""
+
+
+def _block_text(header: str, entries: list[Entry] | tuple[Entry, ...], depth: int,
+                decl: RuleDecl | SpaceDecl | None = None) -> str:
+    lines = [header + " {" + _trail(decl.trailing if decl else None)]
     for e in entries:
         lines += _entry_lines(e, depth + 1)
-    lines.append("}")
+    if decl is not None:
+        lines += [INDENT + c for c in decl.end_comments]
+    lines.append("}" + _trail(decl.close_trailing if decl else None))
     return "\n".join(lines)
 
 
@@ -139,19 +173,19 @@ def _ordered(entries: tuple[Entry, ...], cls: type | None) -> tuple[Entry, ...]:
         if field is not None and meta(field)["kind"] == "block":
             inner_cls = meta(field)["cls"]
         block = _ordered(e.block, inner_cls) if e.block is not None else None
-        out.append(Entry(e.key, e.value, block, loc=e.loc, key_loc=e.key_loc,
-                         value_loc=e.value_loc, comments=e.comments, trailing=e.trailing))
+        out.append(attrs.evolve(e, block=block))
     return tuple(out)
 
 
 def format_file(syntax: SpaceFile) -> str:
     """A parsed file in canonical layout, as written (no `extends` resolved), comments kept."""
     parts = []
-    for op, comments in zip(syntax.ops, syntax.op_comments or [()] * len(syntax.ops)):
-        parts.append("\n".join([*comments, format_op(op)]))
+    notes = syntax.op_comments or [OpComments()] * len(syntax.ops)
+    for op, comments in zip(syntax.ops, notes):
+        parts.append("\n".join([*comments.comments, format_op(op, comments)]))
     for rule in syntax.rules:
         parts.append("\n".join([*rule.comments, _block_text(f"rule {rule.name}",
-                                                              _ordered(rule.entries, None), 0)]))
+                                                              _ordered(rule.entries, None), 0, rule)]))
     for space in syntax.spaces:
         parts.append("\n".join([*space.comments, _space_header_text(space)]))
     text = _join(parts, syntax.ops)
@@ -164,7 +198,7 @@ def _space_header_text(space: SpaceDecl) -> str:
     header = f"space {space.name}"
     if space.extends is not None:
         header += f" extends {format_value(space.extends)}"
-    return _block_text(header, _ordered(space.entries, Space), 0)
+    return _block_text(header, _ordered(space.entries, Space), 0, space)
 
 
 def _join(parts: list[str], ops: tuple) -> str:

@@ -5,6 +5,7 @@ Every check raises a located `SpaceError` pointing at the setting that has to ch
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 from msrdsl.errors import SpaceError, did_you_mean
@@ -19,8 +20,17 @@ def validate_space(space: Space) -> None:
     _check_network(space)
     _check_operators(space)
     mix = _check_mix(space)
-    rules = [("select", space.selected_rule)]
-    rules += [(f"select.record", _recorded(space, name)) for name in space.select.record]
+    rule = space.select.rule
+    if isinstance(rule, str):
+        rule = _named_rule(space, rule, _item_loc(space, "select.rule", rule))
+    rules = [("select", rule)]
+    seen: set[str] = set()
+    for name in space.select.record:
+        at = _item_loc(space, "select.record", name)
+        if name in seen:
+            raise SpaceError(f"rule '{name}' is recorded twice", at)
+        seen.add(name)
+        rules.append(("select.record", _named_rule(space, name, at)))
     for where, rule in rules:
         _check_rule(space, rule, where, alpha=mix.needs_alpha)
 
@@ -40,18 +50,26 @@ def _check_cell(space: Space) -> None:
 
 
 def _check_network(space: Space) -> None:
-    for section, cells in (("network", space.network.cells), ("evaluate", space.evaluate.cells)):
+    for section, cells in (("search", space.network.cells), ("evaluation", space.evaluate.cells)):
         for r in space.network.reduce_at:
+            at = _item_loc(space, "network.reduce_at", _number(r))
             if isinstance(r, Fraction) and not 0 <= r < 1:
-                raise SpaceError(f"reduction at {r} of the depth is outside the network",
-                                 space.where("network.reduce_at"), "fractions lie in [0, 1)")
+                raise SpaceError(f"a reduction at {_number(r)} of the depth is outside the network",
+                                 at, "fractions of the depth lie in [0, 1), like 1/3 and 2/3")
             if isinstance(r, int) and not 0 <= r < cells:
-                raise SpaceError(f"reduction at cell {r} is outside the {section} network of "
-                                 f"{cells} cells", space.where("network.reduce_at"),
-                                 f"cell indices run from 0 to {cells - 1}")
+                raise SpaceError(f"a reduction at cell {r} is outside the {section} network of "
+                                 f"{cells} cell{'s' if cells != 1 else ''}", at,
+                                 f"cell indices run from 0 to {cells - 1}; fractions like 1/3 "
+                                 "fit any depth")
     if not 0 < space.dataset.split < 1:
         raise SpaceError(f"split must lie strictly between 0 and 1, got {space.dataset.split}",
                          space.where("dataset.split"), "the paper's 4:1 split is `split 4/5`")
+
+
+def _number(r: Fraction | int) -> str:
+    from msrdsl.lang.printer import format_value
+
+    return format_value(r)
 
 
 def _strides(space: Space) -> tuple[int, ...]:
@@ -69,7 +87,8 @@ def _check_operators(space: Space) -> None:
             raise SpaceError(f"operator '{name}' is listed twice", at)
         seen.add(name)
         if name not in ops:
-            raise SpaceError(f"unknown operator '{name}'", at, did_you_mean(name, ops))
+            raise SpaceError(f"unknown operator '{name}'", at,
+                             did_you_mean(name, [n for n, o in ops.items() if not o.params]))
         for stride in (1, 2):
             # Every operator must build at both strides: evaluation networks reduce even when the
             # search network of a toy space does not.
@@ -93,9 +112,12 @@ def _item_loc(space: Space, path: str, name: str):
         return loc
     line = loc.source_line() or ""
     if loc.end_line == loc.line:
-        start = line.find(name, loc.col - 1, loc.end_col - 1)
-        if start >= 0:
-            return type(loc)(loc.path, loc.line, start + 1, loc.line, start + 1 + len(name), loc.text)
+        # The whole item, not a part of a longer one ('msr' in 'msr_max', '1' in '1/3').
+        pattern = re.compile(rf"(?<![\w./]){re.escape(name)}(?![\w./])")
+        found = pattern.search(line, loc.col - 1, loc.end_col - 1)
+        if found:
+            return type(loc)(loc.path, loc.line, found.start() + 1, loc.line, found.end() + 1,
+                             loc.text)
     return loc
 
 
@@ -107,7 +129,7 @@ def _check_mix(space: Space) -> ScoreUse:
     if not (isinstance(mix, Call) and mix.name == "softmax"):
         raise SpaceError("mix must be uniform, softmax(alpha) or softmax(SCORE)", loc,
                          "e.g. `mix softmax(-stable_rank(last_conv, at=cell_input))`")
-    use = check_score(mix)
+    use = check_score(mix, loc)
     if use.level not in ("cell", "type"):
         raise SpaceError("mixing needs a score per edge and operator", loc)
     if use.needs_data:
@@ -120,44 +142,49 @@ def _check_mix(space: Space) -> ScoreUse:
     return use
 
 
-def _recorded(space: Space, name: str) -> Rule:
+def _named_rule(space: Space, name: str, at) -> Rule:
     names = {r.name for r in space.rules}
     if name not in names:
-        raise SpaceError(f"unknown rule '{name}'", _item_loc(space, "select.record", name),
-                         did_you_mean(name, names))
+        raise SpaceError(f"unknown rule '{name}'", at, did_you_mean(name, names))
     return space.rule(name)
 
 
-def _check_rule(space: Space, rule: Rule | str, where: str, alpha: bool) -> None:
-    if isinstance(rule, str):
-        names = {r.name for r in space.rules}
-        raise SpaceError(f"unknown rule '{rule}'", space.where("select.rule"),
-                         did_you_mean(rule, names))
+def _who(space: Space, rule: Rule) -> str:
+    """How messages name a rule: by its name, or as the one written inline in select."""
+    return "the rule written in select" if rule is space.select.rule else f"rule '{rule.name}'"
+
+
+def _check_rule(space: Space, rule: Rule, where: str, alpha: bool) -> None:
+    who = _who(space, rule)
     ops = {o.name for o in space.ops}
     for name in rule.exclude:
         if name not in ops:
-            raise SpaceError(f"unknown operator '{name}' in exclude of rule '{rule.name}'",
-                             rule.loc, did_you_mean(name, ops))
-    op_use = check_score(rule.op.score)
+            at = space.locs.get(f"rule.{rule.name}.exclude")
+            at = _item_loc(space, f"rule.{rule.name}.exclude", name) if at else rule.loc
+            raise SpaceError(f"unknown operator '{name}' in the exclude list of {who}", at,
+                             did_you_mean(name, ops))
+    op_use = check_score(rule.op.score, rule.op.loc or rule.loc)
     if op_use.level != "type":
         raise SpaceError(
-            f"rule '{rule.name}' chooses operators from a score per "
+            f"{who} chooses operators from a score per "
             f"{'cell' if op_use.level == 'cell' else 'edge'}; it needs one per edge and operator "
             "of a cell type", rule.op.loc or rule.loc,
             "average over the cells of a type: mean_over_cells(...)" if op_use.level == "cell"
             else None)
-    edge_use = check_score(rule.edge.score)
+    edge_use = check_score(rule.edge.score, rule.edge.loc or rule.loc)
     if edge_use.level != "edge":
-        raise SpaceError(f"rule '{rule.name}' ranks edges by a score that is not one per edge",
+        raise SpaceError(f"{who} ranks edges by a score that is not one per edge",
                          rule.edge.loc or rule.loc, "reduce over the operators: max_over_ops(...)")
-    for use in (op_use, edge_use):
+    for use, selection in ((op_use, rule.op), (edge_use, rule.edge)):
         if use.needs_alpha and not alpha:
+            at = selection.loc if rule is space.select.rule else (
+                _item_loc(space, where, rule.name) if where != "select"
+                else space.where("select.rule"))
             raise SpaceError(
-                f"rule '{rule.name}' reads alpha, but this supernet mixes "
-                f"{_mix_words(space)}", space.where(where) if where != "select" else
-                space.where("select.rule"), "alpha exists only with `mix softmax(alpha)`")
+                f"{who} reads alpha, but this supernet's mix is {_mix_words(space)}", at,
+                "alpha exists only with `mix softmax(alpha)`")
         if use.needs_conv:
-            _check_has_conv(space, rule.exclude, where, rule.name)
+            _check_has_conv(space, rule.exclude, where, who)
 
 
 def _mix_words(space: Space) -> str:
@@ -166,17 +193,16 @@ def _mix_words(space: Space) -> str:
     return format_value(space.supernet.mix)
 
 
-def _check_has_conv(space: Space, exclude: tuple[str, ...], where: str, rule: str | None = None) -> None:
+def _check_has_conv(space: Space, exclude: tuple[str, ...], where: str, who: str | None = None) -> None:
     ops = {o.name: o for o in space.ops}
     for name in space.operators:
         if name in exclude:
             continue
         for stride in _strides(space):
             if last_conv(resolve_op(ops, name, stride)) is None:
-                who = f"rule '{rule}'" if rule else "the mixing score"
                 at = f" at stride {stride}" if stride != 1 else ""
                 raise SpaceError(
-                    f"{who} measures the last convolution, but operator '{name}' has no "
-                    f"convolution{at}", _item_loc(space, "operators", name),
+                    f"{who or 'the mixing score'} measures the last convolution, but operator "
+                    f"'{name}' has no convolution{at}", _item_loc(space, "operators", name),
                     f"leave '{name}' out of the operators"
-                    + (f" or add it to the rule's exclude list" if rule else ""))
+                    + (" or add it to the rule's exclude list" if who else ""))
