@@ -497,14 +497,20 @@ def genotypes(draw, *, known_ops: bool = False) -> Genotype:
                     draw(st.none() | texts()))
 
 
+@functools.cache
+def _header_lines() -> st.SearchStrategy[str]:
+    # One line for every reader: no character that str.splitlines() or Lark would break at.
+    breaks = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+    return st.text(max_size=30).map(
+        lambda t: ("# " + "".join(c for c in t if c not in breaks)).rstrip())
+
+
 @st.composite
 def genotype_texts(draw, **kwargs: Any) -> str:
     """The canonical text of a valid genotype, sometimes under header comments."""
     from msrdsl.lang import format_genotype
 
-    header = draw(st.lists(st.text(max_size=30).map(
-        lambda t: "# " + "".join(c for c in t if c not in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
-        .rstrip()), max_size=3))
+    header = draw(st.lists(_header_lines(), max_size=3))
     return format_genotype(draw(genotypes(**kwargs)), tuple(header))
 
 

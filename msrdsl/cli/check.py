@@ -27,7 +27,8 @@ def command(files: tuple[str, ...], overrides: tuple[str, ...], quiet: bool) -> 
             failed += 1
             continue
         if not quiet:
-            console.print(summary)
+            # A one-line summary is not wrapped (a long path would break across lines).
+            console.print(summary, soft_wrap=isinstance(summary, str))
     if failed:
         raise click.exceptions.Exit(USER_ERROR)
 

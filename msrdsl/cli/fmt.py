@@ -28,7 +28,7 @@ def command(file: str, write: bool, flatten: bool) -> None:
     if write:
         if source != text:
             write_atomic(file, text)
-            console.print(f"reformatted {file}", markup=False)
+            console.print(f"reformatted {file}", markup=False, highlight=False, soft_wrap=True)
     else:
         click.echo(text, nl=False)
 

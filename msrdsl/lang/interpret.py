@@ -348,6 +348,10 @@ class _Reader:
                 raise SpaceError(f"'{e.key}' takes a block {{ ... }}, not a value", e.value_loc)
             head = (m["head"], e.value, e.value_loc)
         values = self.fields(cls, e.block or (), path + ".", head)
+        # What a block leaves unsaid keeps the field's default (the architecture optimiser's is
+        # DARTS' Adam, not OptimizerSpec's SGD), as an `extends` child keeps its parent's.
+        if isinstance(f.default, cls):
+            return attrs.evolve(f.default, **values, loc=e.loc)
         return cls(**values, loc=e.loc)
 
     def value(self, f: attrs.Attribute, value: Any, loc: Location | None, path: str) -> Any:

@@ -397,7 +397,7 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def genotype(self, meta, items):
         name = str(items[0])
-        source = items[1] if isinstance(items[1], str) else None
+        source = next((i for i in items[1:] if isinstance(i, str)), None)
         cells = [i for i in items[1:] if isinstance(i, _Cell)]
         return _build_genotype(name, source, cells, self._loc(meta))
 
