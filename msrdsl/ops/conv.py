@@ -1,0 +1,89 @@
+"""The convolution every operator uses: 'same' padding, no bias, and a faster CPU formulation of
+dilated convolutions that computes exactly the same function.
+
+oneDNN (torch's CPU convolution backend) has fast depthwise kernels only for undilated
+convolutions; the backward pass of a dilated depthwise conv falls back to a generic kernel that
+is 5-10x slower. A 'same' conv with dilation d equals undilated convs on the d x d phases of the
+input (the space-to-batch identity), and with stride d an undilated conv on x[::d, ::d]; both
+run on the fast kernels. Measured on the search supernet (benchmarks/supernet_step.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Pair = tuple[int, int]
+
+
+class Conv(nn.Conv2d):
+    """A bias-free conv with 'same' padding d*(k-1)/2; dilated convs run as phases on CPU."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: Pair, stride: Pair = (1, 1),
+                 dilation: Pair = (1, 1), groups: int = 1):
+        padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+        super().__init__(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, bias=False)
+        self.phases = phase_plan(kernel, stride, dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.phases is not None and x.device.type == "cpu":
+            return phase_conv(x, self.weight, self.phases, self.groups)
+        return super().forward(x)
+
+
+def phase_plan(kernel: Pair, stride: Pair, dilation: Pair) -> tuple[Pair, Pair, Pair] | None:
+    """(subsample, phases, padding) per axis when a dilated 'same' conv can run undilated, else None.
+
+    Per axis with dilation d > 1: stride 1 splits the axis into d phases; stride d keeps every d-th
+    input (x[s*m + d*i - p] = x[d*(m + i - (k-1)/2)]). Other stride/dilation pairs keep the plain conv.
+    """
+    if dilation == (1, 1) or any(k % 2 == 0 for k in kernel):
+        return None
+    sub, phases = [1, 1], [1, 1]
+    for axis, (s, d) in enumerate(zip(stride, dilation)):
+        if d == 1 and s == 1:
+            continue
+        if d == 1 or (s != 1 and s != d):
+            return None
+        if s == d:
+            sub[axis] = d
+        else:
+            phases[axis] = d
+    padding = ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
+    return (sub[0], sub[1]), (phases[0], phases[1]), padding
+
+
+def phase_conv(x: torch.Tensor, weight: torch.Tensor, plan: tuple[Pair, Pair, Pair],
+               groups: int) -> torch.Tensor:
+    """A dilated 'same' conv as an undilated one on subsampled / phase-split inputs (exact)."""
+    (sh, sw), (fh, fw), padding = plan
+    if sh > 1 or sw > 1:
+        x = x[:, :, ::sh, ::sw]
+    if fh == 1 and fw == 1:
+        return F.conv2d(x, weight, padding=padding, groups=groups)
+    b, _, h, w = x.shape
+    ph, pw = -h % fh, -w % fw
+    if ph or pw:  # zeros past the border are what the dilated conv's padding reads there anyway
+        x = F.pad(x, (0, pw, 0, ph))
+    y = F.conv2d(space_to_batch(x, fh, fw), weight, padding=padding, groups=groups)
+    y = batch_to_space(y, fh, fw, b)  # (B, C_out, H+ph, W+pw)
+    return y[:, :, :h, :w] if (ph or pw) else y
+
+
+def space_to_batch(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+    """(B, C, H, W) -> (fh*fw*B, C, H/fh, W/fw): phase (a, b) holds x[:, :, a::fh, b::fw]."""
+    b, c, h, w = x.shape
+    # Work on the NHWC view so that a channels-last tensor is copied once, in C-long runs.
+    t = x.permute(0, 2, 3, 1).reshape(b, h // fh, fh, w // fw, fw, c)
+    t = t.permute(2, 4, 0, 1, 3, 5).reshape(fh * fw * b, h // fh, w // fw, c)
+    return t.permute(0, 3, 1, 2)
+
+
+def batch_to_space(y: torch.Tensor, fh: int, fw: int, b: int) -> torch.Tensor:
+    """The inverse of space_to_batch: (fh*fw*B, C, h, w) -> (B, C, h*fh, w*fw)."""
+    _, c, h, w = y.shape
+    t = y.permute(0, 2, 3, 1).reshape(fh, fw, b, h, w, c)
+    t = t.permute(2, 3, 0, 4, 1, 5).reshape(b, h * fh, w * fw, c)
+    return t.permute(0, 3, 1, 2)
