@@ -131,3 +131,29 @@ def test_every_input_has_an_expectation():
     # The second file of the `extends` cycle and the folder exist for other cases' sake.
     helpers = {"extends_cycle_b", "folder"}
     assert inputs - set(CASES) <= helpers
+
+
+def test_every_terminal_of_the_grammar_reads_as_words():
+    """No Lark terminal name (RBRACE, __ANON_0, $END) reaches a message."""
+    from msrdsl.lang.syntax import _expected, _parser
+
+    for terminal in [*(t.name for t in _parser().terminals), "$END"]:
+        shown = _expected({terminal})
+        assert shown.startswith(("'", "a ", "the ")), (terminal, shown)
+        assert terminal not in shown or shown == f"'{terminal.lower()}'", (terminal, shown)
+
+
+@pytest.mark.parametrize("stem,kind", [
+    ("unclosed_brace", "SpaceSyntaxError"), ("single_quoted", "SpaceSyntaxError"),
+    ("bad_escape", "SpaceSyntaxError"), ("unknown_setting", "SpaceError"),
+    ("extends_missing", "SpaceError"), ("not_utf8", "SpaceError"),
+    ("genotype_misnumbered", "GenotypeError"), ("genotype_unexpected_token", "SpaceSyntaxError"),
+])
+def test_error_classes(stem, kind, monkeypatch):
+    from msrdsl.lang import parse_genotype_file
+
+    monkeypatch.chdir(HERE)
+    name = _input(stem)
+    with pytest.raises(MsrdslError) as info:
+        (parse_genotype_file if name.endswith(".genotype") else load_space)(name)
+    assert type(info.value).__name__ == kind

@@ -101,6 +101,7 @@ _TOKEN_NAMES = {
     "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
     "COMMA": "','", "EQUAL": "'='", "COLON": "':'", "VBAR": "'|'", "MINUS": "'-'", "SLASH": "'/'",
     "PLUS": "'+'", "CELL_TYPE": "'normal' or 'reduce'", "$END": "the end of the file",
+    "DOT": "'.'", "WS": "a space", "COMMENT": "a comment",
 }
 
 
@@ -114,9 +115,8 @@ def _parser() -> Lark:
 def _token_name(name: str) -> str:
     if name in _TOKEN_NAMES:
         return _TOKEN_NAMES[name]
-    if name.startswith("__ANON") or name.isupper():
-        return name.lower()
-    return f"'{name.lower()}'"
+    # A terminal the table does not know yet still reads as words, never as RBRACE or __ANON_0.
+    return "a " + name.strip("_").lower().replace("_", " ")
 
 
 def _keyword_of(terminal: str) -> str | None:

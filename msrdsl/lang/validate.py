@@ -44,7 +44,7 @@ def _check_cell(space: Space) -> None:
     cell = space.cell
     if cell.keep > cell.inputs:
         raise SpaceError(
-            f"keep {cell.keep} is larger than the {cell.inputs} predecessors of the first "
+            f"'keep' {cell.keep} is larger than the {cell.inputs} predecessors of the first "
             f"intermediate node", space.where("cell.keep"),
             f"node {cell.inputs} can keep at most {cell.inputs} edges")
 
@@ -62,7 +62,8 @@ def _check_network(space: Space) -> None:
                                  f"cell indices run from 0 to {cells - 1}; fractions like 1/3 "
                                  "fit any depth")
     if not 0 < space.dataset.split < 1:
-        raise SpaceError(f"split must lie strictly between 0 and 1, got {space.dataset.split}",
+        raise SpaceError(f"'split' must lie strictly between 0 and 1, got "
+                         f"{_number(space.dataset.split)}",
                          space.where("dataset.split"), "the paper's 4:1 split is `split 4/5`")
 
 
@@ -78,7 +79,8 @@ def _strides(space: Space) -> tuple[int, ...]:
 
 def _check_operators(space: Space) -> None:
     if not space.operators:
-        raise SpaceError("the operator set is empty", space.where("operators"))
+        raise SpaceError("'operators' is empty", space.where("operators"),
+                         "list the candidate operators, e.g. [sep_conv_3x3, dil_conv_3x3]")
     ops = {o.name: o for o in space.ops}
     seen: set[str] = set()
     for name in space.operators:
@@ -127,16 +129,16 @@ def _check_mix(space: Space) -> ScoreUse:
     if isinstance(mix, Name) and mix.id == "uniform":
         return ScoreUse("type")
     if not (isinstance(mix, Call) and mix.name == "softmax"):
-        raise SpaceError("mix must be uniform, softmax(alpha) or softmax(SCORE)", loc,
+        raise SpaceError("'mix' must be uniform, softmax(alpha) or softmax(SCORE)", loc,
                          "e.g. `mix softmax(-stable_rank(last_conv, at=cell_input))`")
     use = check_score(mix, loc)
     if use.level not in ("cell", "type"):
-        raise SpaceError("mixing needs a score per edge and operator", loc)
+        raise SpaceError("'mix' needs a score per edge and operator", loc)
     if use.needs_data:
-        raise SpaceError("mixing weights cannot depend on validation data", loc,
+        raise SpaceError("'mix' cannot depend on validation data", loc,
                          "use a score of the weights, such as stable_rank(last_conv)")
     if use.needs_alpha and not (isinstance(mix.args[0], Name) and mix.args[0].id == "alpha"):
-        raise SpaceError("alpha can only be mixed as softmax(alpha)", loc)
+        raise SpaceError("'mix' can use alpha only as softmax(alpha)", loc)
     if use.needs_conv:
         _check_has_conv(space, (), "supernet.mix")
     return use
