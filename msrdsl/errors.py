@@ -36,7 +36,7 @@ class Location:
         return f"{self.path}:{self.line}:{self.col}"
 
     def source_line(self) -> str | None:
-        lines = self.text.splitlines()
+        lines = self.text.split("\n")  # the parser counts only \n as a line break
         if 1 <= self.line <= len(lines):
             return lines[self.line - 1]
         return None

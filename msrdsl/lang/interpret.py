@@ -199,7 +199,7 @@ def merge_entries(parent: Sequence[Entry], child: Sequence[Entry]) -> tuple[Entr
         value = c.value if c.value is not None else p.value
         if c.value is None and c.block is not None and _is_off(p.value):
             value = None  # writing the block of a section the parent switched off switches it on
-        if _is_off(c.value):
+        if _is_off(c.value) or _renames(p, c):
             block = c.block
         elif c.block is not None and p.block is not None:
             block = merge_entries(_drop_conflicts(p.block, c), c.block)
@@ -211,6 +211,15 @@ def merge_entries(parent: Sequence[Entry], child: Sequence[Entry]) -> tuple[Entr
         out[index] = attrs.evolve(c, value=value, block=block,
                                   value_loc=c.value_loc if c.value is not None else p.value_loc)
     return tuple(out)
+
+
+def _renames(parent: Entry, child: Entry) -> bool:
+    """Whether the child names a different data set, optimiser or epoch rule in a block's head:
+    the parent's settings inside belong to the old one (a CIFAR folder is no digits folder), so
+    the block starts afresh. `select` is the exception: its block holds the epoch rule and the
+    recorded rules, which do not depend on the rule it names."""
+    return (parent.key != "select" and isinstance(parent.value, Name)
+            and isinstance(child.value, Name) and parent.value.id != child.value.id)
 
 
 def _is_off(value: Any) -> bool:
