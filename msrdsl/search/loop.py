@@ -520,6 +520,13 @@ class Search:
         rule = self.space.selected_rule.name
         genotype, text, final = final_genotype(self.space, self.records, epoch, rule,
                                                str(self.run.path), self.dist.world_size)
+        if self.dist.enabled:
+            # Each rank's own view, so the agreement can be checked from the file alone.
+            import json
+
+            mine = {"state": state_digest(self.net, self.alphas),
+                    "genotype": json.dumps(final["genotype"], sort_keys=True)}
+            final["replicas"] = self.dist.gather_objects(mine)
         if self.dist.is_main:
             self.run.write_final(text, final)
         return SearchResult(self.run.path, epoch, rule, genotype, list(self.records), final)
