@@ -239,6 +239,7 @@ class RunDir:
             raise RunError(f"{self.path}: holds a finished training run",
                            hint="choose another --out, or --force to train again over it")
         self._check_same(genotype_text, space_text)
+        self._remove_strays()
         if not self.file(CHECKPOINT).exists():
             if resume:
                 raise RunError(f"{self.path}: nothing to resume, no {CHECKPOINT} yet "
@@ -266,6 +267,12 @@ class RunDir:
                 raise RunError(f"{self.path}: an unfinished run of another {what}",
                                hint="run the same command as before to resume it, "
                                     "or --force to start over")
+
+    def _remove_strays(self) -> None:
+        """Temporary files of writes a kill interrupted (the files they were replacing are whole)."""
+        for name in RUN_FILES:
+            for stray in self.path.glob(f".{name}.*.tmp"):
+                stray.unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Remove this run's own files (and stray temp files of interrupted writes), nothing else."""

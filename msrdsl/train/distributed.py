@@ -133,12 +133,33 @@ def _env_int(name: str, default: int) -> int:
 # Synchronised batch norm
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable all-reduce: the sum over processes forward, and (since every rank's output
+    is that sum) the sum of the output gradients over processes backward."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+
+def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(tensor)
+
+
 class CPUSyncBatchNorm(torch.nn.BatchNorm2d):
     """Batch norm over the global batch of all processes, for any backend (gloo on the CPU too).
 
-    torch.nn.SyncBatchNorm runs on GPUs only. This one all-reduces the per-channel sums with
-    torch.distributed.nn's differentiable all_reduce, whose backward all-reduces the gradients
-    of those sums: each rank's input then gets the gradient of the sum of all ranks' losses,
+    torch.nn.SyncBatchNorm runs on GPUs only. This one all-reduces the per-channel sums with a
+    differentiable all-reduce, whose backward all-reduces the gradients of those sums: each
+    rank's input then gets the gradient of the sum of all ranks' losses,
     which DDP's averaging turns into the gradient of the global-batch loss, as one process
     training the whole batch would compute. The parameters and buffers are BatchNorm2d's, so
     state dicts move freely between the two.
@@ -148,19 +169,18 @@ class CPUSyncBatchNorm(torch.nn.BatchNorm2d):
         if not (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
-        # Statistics in float32 whatever autocast feeds in, as torch's batch_norm does.
-        x = x.float()
+        # Statistics in at least float32 whatever autocast feeds in, as torch's batch_norm does.
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
         channels = x.shape[1]
         dims = (0, 2, 3)
         count = torch.full((1,), x.numel() // channels, dtype=x.dtype, device=x.device)
         # Two passes (mean, then centred squares) instead of E[x^2] - E[x]^2, which cancels badly.
-        totals = all_reduce(torch.cat([x.sum(dims), count]))
+        totals = _all_reduce(torch.cat([x.sum(dims), count]))
         n = totals[-1]
         mean = totals[:-1] / n
         centred = x - mean.view(1, -1, 1, 1)
-        var = all_reduce(centred.pow(2).sum(dims)) / n
+        var = _all_reduce(centred.pow(2).sum(dims)) / n
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

@@ -193,6 +193,9 @@ class Trainer:
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module = module
+        # Inputs follow the network's parameters (float32 normally; float64 in exactness tests).
+        self.input_dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()),
+                                torch.float32)
         self.model: torch.nn.Module = module
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -213,7 +216,7 @@ class Trainer:
         return lr, drop_path
 
     def _inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True)
+        x = x.to(self.device, dtype=self.input_dtype, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(self.device, non_blocking=True)
@@ -229,9 +232,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
                             enabled=self.amp_dtype is not None):
             logits, aux = split_output(self.model(x))
-            loss = self.criterion(logits.float(), y)
+            loss = self.criterion(_full(logits), y)
             if aux is not None and self.recipe.auxiliary > 0:
-                loss = loss + self.recipe.auxiliary * self.criterion(aux.float(), y)
+                loss = loss + self.recipe.auxiliary * self.criterion(_full(aux), y)
         self.scaler.scale(loss).backward()
         if self.recipe.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -263,7 +266,7 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.amp_dtype,
                                 enabled=self.amp_dtype is not None):
                 logits, _ = split_output(self.module(x))
-            logits = logits.float()
+            logits = _full(logits)
             k = min(TOP_K, logits.shape[1])
             top = logits.topk(k, dim=1).indices
             hit = top == y[:, None]
@@ -285,6 +288,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """Logits in at least float32 for the loss (autocast may give half precision)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _no_forward_buffer_sync() -> dict[str, bool]:
