@@ -169,7 +169,9 @@ def shape_table(space: Space, info: Any) -> tuple[ConvShape, ...]:
 
 def _op_convs(plan: CellPlan, edge: tuple[int, int], stride: int, name: str,
               prims: tuple[Primitive, ...]) -> list[ConvShape]:
-    out, hw, c, n = [], plan.input_hw, plan.channels, 0
+    # Edges leaving intermediate nodes of a reduction cell run at the reduced resolution.
+    hw = plan.input_hw if edge[0] < len(plan.sources) else plan.node_hw
+    out, c, n = [], plan.channels, 0
     final = last_conv(prims)
     for i, p in enumerate(prims):
         after = prim_output_hw(p, hw)
