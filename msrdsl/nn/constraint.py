@@ -25,10 +25,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from msrdsl.errors import SpaceError
 from msrdsl.nn.shapes import ConvShape
-from msrdsl.rank import ConvSpec, batched_operator_norms, power_iteration
+from msrdsl.ops.conv import phase_conv, phase_conv_adjoint, phase_plan
+from msrdsl.rank import ConvSpec, batched_operator_norms
 
 METHODS = ("power", "exact")
 
@@ -67,9 +69,12 @@ class SpectralNorm(nn.Module):
             group = _Group(members[0][0], [m for _, m in members], f"u{n}")
             self.groups.append(group)
             s = group.shape
-            u_shape = (s.in_channels, 1) if group.matrix else (s.in_channels, *s.input_hw)
+            if group.matrix:
+                u = torch.randn(len(members), s.in_channels, 1)
+            else:  # laid out as the stacked conv's input: (1, n * C_in, h, w)
+                u = torch.randn(1, len(members) * s.in_channels, *s.input_hw)
             # Persistent: a resumed search warm-starts where it stopped.
-            self.register_buffer(group.buffer, torch.randn(len(members), *u_shape))
+            self.register_buffer(group.buffer, u)
 
     def extra_repr(self) -> str:
         convs = sum(len(g.modules) for g in self.groups)
@@ -103,19 +108,30 @@ class SpectralNorm(nn.Module):
         if self.method == "exact":
             spec = ConvSpec(s.weight_shape, s.input_hw, s.stride, s.dilation, s.groups)
             return batched_operator_norms(list(stacked), [spec] * len(stacked)).spectral
-        u = getattr(self, group.buffer)
-        sigma, u_next = power_iteration(stacked, (s.in_channels, *s.input_hw), stride=s.stride,
-                                        padding=s.padding, dilation=s.dilation, groups=s.groups,
-                                        iterations=self.iterations, u=u)
-        u.copy_(u_next)
-        return sigma
+        return self._power_sigmas(group, stacked)
+
+    def _power_sigmas(self, group: _Group, stacked: torch.Tensor) -> torch.Tensor:
+        """Algorithm 1 for n convs of one shape at once: their kernels stacked into one grouped
+        conv over n * C_in channels, each conv's part of u normalised on its own."""
+        s, n = group.shape, stacked.shape[0]
+        apply, adjoint = _operator(s, stacked.flatten(0, 1), n)
+        u = getattr(self, group.buffer)  # (1, n * C_in, h, w)
+        x = u
+        if x.device.type == "cpu":  # oneDNN's fast depthwise kernels want channels-last
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = _unit_blocks(_floor(x, x.numel() // n), n)
+        for _ in range(self.iterations):
+            # Scale does not change the direction: normalising once per iteration suffices.
+            x = _unit_blocks(adjoint(apply(x)), n)
+        u.copy_(x)
+        return _block_norms(apply(x), n)
 
     def _matrix_sigmas(self, group: _Group, mats: torch.Tensor) -> torch.Tensor:
         """||W||_2 of (n, C_out, C_in) matrices: exact, or Z batched power iterations (bmm)."""
         if self.method == "exact":
             return torch.linalg.matrix_norm(mats, ord=2)
         u = getattr(self, group.buffer)  # (n, C_in, 1)
-        x = _unit(u)
+        x = _unit(_floor(u, u.shape[1]))
         for _ in range(self.iterations):
             v = _unit(torch.bmm(mats, x))
             x = _unit(torch.bmm(mats.transpose(1, 2), v))
@@ -128,6 +144,42 @@ def _signature(s: ConvShape) -> tuple:
         return ("matrix", s.in_channels, s.out_channels)
     return ("conv", s.in_channels, s.out_channels, s.groups, s.kernel, s.stride, s.dilation,
             s.padding, s.input_hw)
+
+
+def _operator(s: ConvShape, kernel: torch.Tensor, n: int):
+    """(conv, its adjoint) for n stacked convs of shape `s` on (1, n*C_in, h, w) inputs, zero
+    padded as the network pads; dilated ones through the same phase formulation as Conv."""
+    groups = n * s.groups
+    plan = phase_plan(s.kernel, s.stride, s.dilation)
+    if plan is not None and kernel.device.type == "cpu":
+        return (lambda x: phase_conv(x, kernel, plan, groups),
+                lambda y: phase_conv_adjoint(y, kernel, plan, groups, s.input_hw))
+    # conv_transpose2d restores the rows a strided conv skips with output_padding.
+    extra = tuple(n_in + 2 * p - d * (k - 1) - 1 - (o - 1) * st for n_in, k, st, p, d, o in
+                  zip(s.input_hw, s.kernel, s.stride, s.padding, s.dilation, s.output_hw))
+    return (lambda x: F.conv2d(x, kernel, None, s.stride, s.padding, s.dilation, groups),
+            lambda y: F.conv_transpose2d(y, kernel, None, s.stride, s.padding, extra, groups,
+                                         s.dilation))
+
+
+def _block_norms(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Euclidean norm of each of the n channel blocks of x (1, n*C, h, w), in any layout."""
+    return (x * x).sum(dim=(0, 2, 3)).view(n, -1).sum(dim=1).sqrt()
+
+
+def _unit_blocks(x: torch.Tensor, n: int) -> torch.Tensor:
+    scale = 1.0 / _block_norms(x, n).clamp_min(torch.finfo(x.dtype).tiny)
+    return x * scale.repeat_interleave(x.shape[1] // n).view(1, -1, 1, 1)
+
+
+def _floor(u: torch.Tensor, size: int) -> torch.Tensor:
+    """u plus a tiny constant (1e-6 of a unit vector's typical entry, size = entries per block).
+
+    A warm-started u loses the directions of the smaller singular values geometrically; without
+    a floor they sink into denormal floats (10-50x slower arithmetic on CPU) and could never grow
+    back if training made them dominant. The estimate moves by O(1e-12).
+    """
+    return u + 1e-6 / size**0.5
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -221,6 +221,6 @@ def compile_supernet(space: Space, info: Any, device: Any = None, dtype: torch.d
         channels_last = device.type == "cpu"
     net = Supernet(space, info, channels_last=channels_last)
     net = net.to(device=device, dtype=dtype)
-    if channels_last:
+    if channels_last:  # parameters and the constraint's u buffers
         net = net.to(memory_format=torch.channels_last)
     return net

@@ -72,6 +72,28 @@ def phase_conv(x: torch.Tensor, weight: torch.Tensor, plan: tuple[Pair, Pair, Pa
     return y[:, :, :h, :w] if (ph or pw) else y
 
 
+def phase_conv_adjoint(y: torch.Tensor, weight: torch.Tensor, plan: tuple[Pair, Pair, Pair],
+                       groups: int, input_hw: Pair) -> torch.Tensor:
+    """The adjoint (transpose) of `phase_conv` on an input of size `input_hw`, used by the power
+    iteration of the spectral-norm constraint: each step of phase_conv reversed."""
+    (sh, sw), (fh, fw), padding = plan
+    h, w = -(-input_hw[0] // sh), -(-input_hw[1] // sw)  # the subsampled input's size
+    if fh == 1 and fw == 1:
+        x = F.conv_transpose2d(y, weight, padding=padding, groups=groups)
+    else:
+        b = y.shape[0]
+        ph, pw = -h % fh, -w % fw
+        if ph or pw:
+            y = F.pad(y, (0, pw, 0, ph))
+        x = F.conv_transpose2d(space_to_batch(y, fh, fw), weight, padding=padding, groups=groups)
+        x = batch_to_space(x, fh, fw, b)[:, :, :h, :w]
+    if sh == 1 and sw == 1:
+        return x
+    out = x.new_zeros(x.shape[0], x.shape[1], *input_hw)
+    out[:, :, ::sh, ::sw] = x
+    return out
+
+
 def space_to_batch(x: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
     """(B, C, H, W) -> (fh*fw*B, C, H/fh, W/fw): phase (a, b) holds x[:, :, a::fh, b::fw]."""
     b, c, h, w = x.shape
