@@ -20,6 +20,8 @@ QUICKSTART = str(REPO / "spaces" / "quickstart.space")
 # A network small enough to train an epoch of the embedded digits in seconds on two cores.
 TINY = ("evaluate.epochs=1", "evaluate.cells=3", "evaluate.channels=4", "evaluate.batch=128",
         "dataset.input_size=8")
+# The same on the synthetic set (410 training images: 4 steps an epoch).
+SMALL = (*TINY, "dataset=synthetic")
 
 
 def _needs_compiler():
@@ -127,11 +129,11 @@ def test_unreadable_checkpoints_are_run_errors_naming_the_file(tmp_path, content
 
 def test_run_dir_start_refuse_force(tmp_path):
     run = ck.RunDir(tmp_path / "run")
-    assert run.prepare("g", "s", force=False, resume=False) is None  # fresh
+    assert run.prepare("g", "s", force=False, resume=False) == (None, None)  # fresh
     ck.write_json_atomic(run.file(ck.RUN_JSON), {"kind": "train", "status": "running"})
     ck.write_text_atomic(run.file(ck.GENOTYPE), "g")
     ck.write_text_atomic(run.file(ck.SPACE), "s")
-    assert run.prepare("g", "s", force=False, resume=False) is None  # unfinished, no checkpoint
+    assert run.prepare("g", "s", force=False, resume=False) == (None, None)  # no checkpoint yet
     with pytest.raises(RunError, match="nothing to resume"):
         run.prepare("g", "s", force=False, resume=True)
     with pytest.raises(RunError, match="another genotype"):
@@ -142,7 +144,7 @@ def test_run_dir_start_refuse_force(tmp_path):
     with pytest.raises(RunError, match="finished"):
         run.prepare("g", "s", force=False, resume=False)
     (run.path / "notes.txt").write_text("mine")
-    assert run.prepare("g2", "s2", force=True, resume=False) is None
+    assert run.prepare("g2", "s2", force=True, resume=False) == (None, None)
     assert [p.name for p in run.path.iterdir()] == ["notes.txt"]  # --force removes only ours
     with pytest.raises(RunError, match="not a training run"):
         run.prepare("g", "s", force=False, resume=False)
@@ -195,7 +197,7 @@ def test_tiny_pipeline_train_then_eval(tmp_path, capsys):
     assert [e["event"] for e in lines] == ["epoch", "final"]
     final = lines[-1]
     assert final["finished"] and final["epochs"] == 1 and 0 <= final["test_acc"] <= 1
-    assert sorted(p.name for p in out.iterdir()) == sorted(ck.RUN_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(ck.RUN_FILES) - {ck.INTERRUPTED})
     record = json.loads((out / ck.EPOCHS).read_text())
     assert set(record) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc",
                            "test_top5", "lr", "drop_path", "seconds"}
@@ -215,14 +217,12 @@ def test_tiny_pipeline_train_then_eval(tmp_path, capsys):
     argv = ["train", "msr_darts", "--space", QUICKSTART, *_sets(TINY), "--out", str(out), "-q"]
     assert _cli(argv) == 2
     assert "holds a finished training run" in capsys.readouterr().err
-    assert _cli([*argv, "--force"]) == 0
-    assert "final test accuracy" in capsys.readouterr().out
 
 
 def test_corrupt_checkpoint_of_an_unfinished_run_is_exit_2(tmp_path, capsys):
     _needs_compiler()
     out = tmp_path / "run"
-    argv = ["train", "msr_darts", "--space", QUICKSTART, *_sets(TINY),
+    argv = ["train", "msr_darts", "--space", QUICKSTART, *_sets(SMALL),
             "--set", "evaluate.epochs=2", "--out", str(out), "-q"]
     assert _cli([*argv, "--stop-after", "1"]) == 0
     assert "stopped after epoch 1 of 2" in capsys.readouterr().out
@@ -253,7 +253,7 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(Recipe, "lr_at", lambda self, epoch: 0.025 if epoch == 0 else 1e30)
     out = tmp_path / "run"
     with pytest.raises(DivergedError, match=r"after epoch 1\)") as err:
-        run_training("msr_darts", QUICKSTART, overrides=(*TINY, "evaluate.epochs=3",
+        run_training("msr_darts", QUICKSTART, overrides=(*SMALL, "evaluate.epochs=3",
                                                          "evaluate.grad_clip=0"),
                      out=out, device="cpu")
     assert str(out / ck.CHECKPOINT) in err.value.message
@@ -267,6 +267,6 @@ def test_trainer_amp_bf16_on_cpu_runs(tmp_path):
     _needs_compiler()
     from msrdsl.train import run_training
 
-    done = run_training("msr_darts", QUICKSTART, overrides=TINY, out=tmp_path / "r",
+    done = run_training("msr_darts", QUICKSTART, overrides=SMALL, out=tmp_path / "r",
                         device="cpu", amp="bf16", channels_last=True)
     assert math.isfinite(done.result["test_loss"])

@@ -29,7 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = str(REPO / "spaces" / "quickstart.space")
 # The synthetic set (410 training images at 8x8): an epoch is 4 steps of 128, the last of 26.
-SETTINGS = ("dataset=synthetic", "dataset.input_size=8", "evaluate.epochs=1", "evaluate.cells=3",
+SETTINGS = ("dataset=synthetic", "dataset.input_size=8", "evaluate.epochs=2", "evaluate.cells=3",
             "evaluate.channels=4", "evaluate.batch=128", "evaluate.drop_path=0")
 STEPS_COMPARED = 4
 LOSS_RTOL = 1e-9
@@ -71,7 +71,8 @@ def _in_float64(monkeypatch=None) -> None:
 
 
 def _rank_main(rank: int, world: int, init_file: str, out: str) -> None:
-    """One process of the 2-process run (spawned): train, then save its weights and losses."""
+    """One process of the 2-process run (spawned): train the first of two epochs, then save
+    its weights and step losses."""
     import torch.distributed as dist
 
     _in_float64()
@@ -86,7 +87,7 @@ def _rank_main(rank: int, world: int, init_file: str, out: str) -> None:
         steps = _step_recorder()
         done = run_training("msr_darts", QUICKSTART, overrides=SETTINGS, out=out, device="cpu",
                             amp="off", sync_bn=True, augment=False, dist=Dist.from_group(),
-                            reporter=steps)
+                            reporter=steps, stop_after=1)
         torch.save({"weights": {k: v.detach().clone() for k, v in
                                 done.trainer.module.state_dict().items()},
                     "losses": steps.losses}, Path(out) / f"rank{rank}.pt")
@@ -110,41 +111,41 @@ def test_two_gloo_processes_agree_with_each_other_and_with_one(tmp_path, monkeyp
     info = json.loads((out2 / "run.json").read_text())
     assert info["world_size"] == 2 and info["batch_per_process"] == 64
 
-    steps = _step_recorder()
     _in_float64(monkeypatch)
+    steps = _step_recorder()
     run_training("msr_darts", QUICKSTART, overrides=SETTINGS, out=tmp_path / "one",
-                 device="cpu", amp="off", augment=False, reporter=steps)
+                 device="cpu", amp="off", augment=False, reporter=steps, stop_after=1)
     one, two = steps.losses[:STEPS_COMPARED], ranks[0]["losses"][:STEPS_COMPARED]
     assert len(one) == len(two) == STEPS_COMPARED
     assert two == pytest.approx(one, rel=LOSS_RTOL)
 
+    # The 2-process run continues on one process: same global batch, same schedule.
+    done = run_training("msr_darts", QUICKSTART, overrides=SETTINGS, out=out2, device="cpu",
+                        amp="off", augment=False)
+    assert done.result["finished"] and done.result["world_size"] == 1
+    info = json.loads((out2 / "run.json").read_text())
+    assert info["resumes"] == [{"at": info["resumes"][0]["at"], "after_epoch": 1,
+                                "world_size": 1}]
+    records = [json.loads(line) for line in (out2 / "epochs.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
 
-def test_torchrun_two_processes_then_resume_on_one(tmp_path):
+
+def test_torchrun_two_processes(tmp_path):
     _needs_compiler()
     out = tmp_path / "run"
-    args = ["-m", "msrdsl", "train", "msr_darts", "--space", QUICKSTART,
-            *[a for s in (*SETTINGS, "evaluate.epochs=2") for a in ("--set", s)],
-            "--out", str(out), "-q", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node", "2"]
-    two = subprocess.run([*torchrun, *args, "--stop-after", "1"], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert "stopped after epoch 1 of 2" in two.stdout
-    assert two.stdout.count("stopped after") == 1  # rank 0 alone prints
-    state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert state["world_size"] == 2 and state["epoch"] == 1
-
-    one = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
-    assert "final test accuracy" in one.stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "msrdsl", "train", "msr_darts", "--space", QUICKSTART,
+         *[a for s in (*SETTINGS, "evaluate.epochs=1") for a in ("--set", s)],
+         "--out", str(out), "-q", "--device", "cpu"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("final test accuracy") == 1  # rank 0 alone prints
     info = json.loads((out / "run.json").read_text())
-    assert info["status"] == "finished" and info["world_size"] == 1
-    assert info["resumes"][-1]["after_epoch"] == 1
-    records = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert info["status"] == "finished" and info["world_size"] == 2
+    state = torch.load(out / "final.pt", weights_only=True)
+    assert state["meta"]["which"] == "final"
 
 
 @pytest.mark.slow

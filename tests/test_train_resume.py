@@ -1,6 +1,6 @@
-"""A training run killed at a random moment (SIGKILL) and started again with the same command
-ends exactly where an uninterrupted run ends: the same records (all but the times) and the same
-final weights, bit for bit, on the CPU."""
+"""A training run killed at a random moment (SIGKILL), or stopped by Ctrl-C inside an epoch, and
+started again with the same command ends exactly where an uninterrupted run ends: the same
+records (all but the times) and the same final weights, bit for bit, on the CPU."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = str(REPO / "spaces" / "quickstart.space")
-# The synthetic set (410 training images at 8x8): 3 epochs of 13 steps.
-SETTINGS = ("dataset=synthetic", "dataset.input_size=8", "evaluate.epochs=3", "evaluate.cells=3",
-            "evaluate.channels=4", "evaluate.batch=32")
+# The synthetic set (410 training images at 8x8): 2 epochs of 7 steps.
+SETTINGS = ("dataset=synthetic", "dataset.input_size=8", "evaluate.epochs=2", "evaluate.cells=3",
+            "evaluate.channels=4", "evaluate.batch=64")
 
 
 def _needs_compiler():
@@ -40,40 +40,58 @@ def _records(out: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
 
 
-def test_killed_and_resumed_run_ends_identical_to_uninterrupted(tmp_path):
-    _needs_compiler()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    ref_out, killed_out = tmp_path / "reference", tmp_path / "killed"
-    reference = subprocess.Popen(_command(ref_out), env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-    victim = subprocess.Popen(_command(killed_out), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    # Kill it during its second epoch: after the first record, a little into the next epoch.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, what: str) -> None:
     deadline = time.monotonic() + 240
-    epochs = killed_out / "epochs.jsonl"
-    while not (epochs.exists() and epochs.read_text().strip()):
-        assert victim.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline, "no epoch finished in time"
-        time.sleep(0.05)
+    while not (path.exists() and path.read_text().strip()):
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_killed_or_stopped_runs_resume_to_the_uninterrupted_result(tmp_path):
+    _needs_compiler()
+    killed, stopped, reference = tmp_path / "killed", tmp_path / "stopped", tmp_path / "ref"
+    # The two interrupted runs run side by side (one thread each), then the reference.
+    kill_run = subprocess.Popen(_command(killed), env=ENV, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    stop_run = subprocess.Popen(_command(stopped), env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    # Ctrl-C during the first epoch (run.json is written just before the first step): the
+    # state inside the epoch goes to interrupted.pt and the process exits with 130.
+    _wait_for(stopped / "run.json", stop_run, "training started")
+    time.sleep(0.2)
+    stop_run.send_signal(signal.SIGINT)
+    # SIGKILL during the second epoch: just after the first record.
+    _wait_for(killed / "epochs.jsonl", kill_run, "the first epoch ended")
     time.sleep(0.1)
-    assert victim.poll() is None, "the run ended before it could be killed"
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert json.loads((killed_out / "run.json").read_text())["status"] == "running"
-    assert not (killed_out / "final.pt").exists()
+    assert kill_run.poll() is None, "the run ended before it could be killed"
+    kill_run.send_signal(signal.SIGKILL)
+    kill_run.wait()
+    _, err = stop_run.communicate(timeout=120)
+    assert stop_run.returncode == 130, err[-3000:]
+    assert "the same command continues" in err
+    state = torch.load(stopped / "interrupted.pt", weights_only=True)
+    assert state["epoch"] == 0 and state["partial"]["step"] > 0
+    assert json.loads((killed / "run.json").read_text())["status"] == "running"
+    assert not (killed / "final.pt").exists()
 
-    resumed = subprocess.run(_command(killed_out), env=env, capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    _, ref_err = reference.communicate(timeout=300)
-    assert reference.returncode == 0, ref_err[-3000:]
+    runs = [subprocess.Popen(_command(out), env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+            for out in (killed, stopped, reference)]
+    for run in runs:
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-3000:]
 
-    assert _records(killed_out) == _records(ref_out)
-    assert len(_records(ref_out)) == 3
-    a = torch.load(ref_out / "final.pt", weights_only=True)["model"]
-    b = torch.load(killed_out / "final.pt", weights_only=True)["model"]
-    assert a.keys() == b.keys()
-    assert [k for k in a if not torch.equal(a[k], b[k])] == []
-    info = json.loads((killed_out / "run.json").read_text())
-    assert info["status"] == "finished" and len(info["resumes"]) == 1
-    assert not list(killed_out.glob(".*.tmp"))
+    assert len(_records(reference)) == 2
+    a = torch.load(reference / "final.pt", weights_only=True)["model"]
+    for out in (killed, stopped):
+        assert _records(out) == _records(reference)
+        b = torch.load(out / "final.pt", weights_only=True)["model"]
+        assert a.keys() == b.keys()
+        assert [k for k in a if not torch.equal(a[k], b[k])] == []
+        info = json.loads((out / "run.json").read_text())
+        assert info["status"] == "finished" and len(info["resumes"]) == 1
+        assert not list(out.glob(".*.tmp")) and not (out / "interrupted.pt").exists()

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from msrdsl.cli.console import USER_ERROR, console
+from msrdsl.cli.console import INTERRUPTED, USER_ERROR, console, err_console
 from msrdsl.errors import MsrdslError
 
 
@@ -45,7 +45,7 @@ def command(genotype: str, space: str | None, overrides: tuple[str, ...], out: s
     The same command again resumes an interrupted run. For several processes:
     `torchrun --nproc_per_node N -m msrdsl train ...` (evaluate.batch is the global batch).
     """
-    from msrdsl.train import train_genotype
+    from msrdsl.train import TrainingInterrupted, train_genotype
     from msrdsl.train.progress import JsonReporter, NullReporter, QuietReporter, RichReporter
 
     main_rank = os.environ.get("RANK", "0") in ("", "0")
@@ -62,6 +62,10 @@ def command(genotype: str, space: str | None, overrides: tuple[str, ...], out: s
                        device=device, amp=amp, channels_last=channels_last, sync_bn=sync_bn,
                        workers=workers, stop_after=stop_after, resume=resume, force=force,
                        reporter=reporter, command=_command_line())
+    except TrainingInterrupted as stop:
+        if main_rank:
+            err_console.print(f"interrupted: {stop.message}", highlight=False, soft_wrap=True)
+        raise click.exceptions.Exit(INTERRUPTED) from None
     except MsrdslError:
         if main_rank:
             raise

@@ -6,6 +6,7 @@
 
 from msrdsl.train.loop import (
     Trainer,
+    TrainingInterrupted,
     build_network,
     default_space_path,
     evaluate_checkpoint,
@@ -20,6 +21,7 @@ from msrdsl.train.recipe import Recipe
 __all__ = [
     "Recipe",
     "Trainer",
+    "TrainingInterrupted",
     "build_network",
     "default_space_path",
     "evaluate_checkpoint",

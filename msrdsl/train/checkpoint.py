@@ -6,7 +6,11 @@ Layout of a run directory (all writes are atomic: temp file, fsync, rename, fsyn
     genotype.genotype the genotype trained, in the .genotype language
     space.space       the space, flattened (every setting explicit, `--set`s applied)
     epochs.jsonl      one JSON object per finished epoch
-    checkpoint.pt     everything needed to continue: model, optimiser, scaler, epoch, records
+    checkpoint.pt     everything needed to continue after the last finished epoch: model,
+                      optimiser, scaler, epoch, records, RNG states
+    interrupted.pt    the same inside an epoch, written when Ctrl-C or SIGTERM stops training
+                      (with the step, the epoch's running sums and every rank's RNG state);
+                      removed when the epoch finishes
     best.pt           weights of the epoch with the best test top-1, with genotype, space, metadata
     final.pt          weights after the last epoch, with genotype, space, metadata
 
@@ -31,11 +35,12 @@ from msrdsl.errors import RunError
 RUN_JSON = "run.json"
 EPOCHS = "epochs.jsonl"
 CHECKPOINT = "checkpoint.pt"
+INTERRUPTED = "interrupted.pt"
 BEST = "best.pt"
 FINAL = "final.pt"
 GENOTYPE = "genotype.genotype"
 SPACE = "space.space"
-RUN_FILES = (RUN_JSON, EPOCHS, CHECKPOINT, BEST, FINAL, GENOTYPE, SPACE)
+RUN_FILES = (RUN_JSON, EPOCHS, CHECKPOINT, INTERRUPTED, BEST, FINAL, GENOTYPE, SPACE)
 
 # `format` tags: what kind of .pt file this is, so `eval` can say what it was given.
 TRAIN_STATE = "msrdsl-train-state"
@@ -130,7 +135,7 @@ def load_pt(path: str | Path, *, expect: tuple[str, ...] = (TRAIN_STATE, WEIGHTS
     if path.is_dir():
         raise RunError(f"{path}: is a folder, not a checkpoint file")
     hint = ("rerun the training command with --force to start the run over"
-            if path.name == CHECKPOINT else None)
+            if path.name in (CHECKPOINT, INTERRUPTED) else None)
     try:
         with open(path, "rb") as handle:
             magic = handle.read(4)
@@ -202,14 +207,16 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def prepare(self, genotype_text: str, space_text: str, *, force: bool, resume: bool
-                ) -> dict | None:
-        """Make the folder ready; return the checkpoint to continue from, or None to start.
+    def prepare(self, genotype_text: str, space_text: str, *, force: bool, resume: bool,
+                world_size: int = 1) -> tuple[dict | None, str | None]:
+        """Make the folder ready; return (the state to continue from or None, a note or None).
 
         - absent or empty folder: start;
         - a finished run: refuse unless --force;
         - an unfinished run of the same genotype and space: continue it (the same command
-          again resumes); of another genotype or space: refuse unless --force;
+          again resumes) from interrupted.pt when it belongs to the last epoch and was saved by
+          as many processes as run now, else from checkpoint.pt; of another genotype or space:
+          refuse unless --force;
         - a folder holding other things: refuse unless --force.
         --force removes this run's files (nothing else) and starts over; --resume insists on
         continuing and refuses when there is nothing to continue.
@@ -222,12 +229,12 @@ class RunDir:
                                hint="--force starts over, --resume continues")
             self.clear()
             self._mkdir()
-            return None
+            return None, None
         if not self.path.exists() or not any(self.path.iterdir()):
             if resume:
                 raise RunError(f"{self.path}: nothing to resume, the folder is empty or absent")
             self._mkdir()
-            return None
+            return None, None
         if not self.file(RUN_JSON).is_file():
             raise RunError(f"{self.path}: exists and is not a training run directory",
                            hint="choose another --out, or --force to write into it anyway")
@@ -240,15 +247,30 @@ class RunDir:
                            hint="choose another --out, or --force to train again over it")
         self._check_same(genotype_text, space_text)
         self._remove_strays()
-        if not self.file(CHECKPOINT).exists():
-            if resume:
-                raise RunError(f"{self.path}: nothing to resume, no {CHECKPOINT} yet "
-                               "(the run stopped during its first epoch)",
-                               hint="run without --resume to start it again")
+        state = self._load_state(CHECKPOINT, genotype_text, space_text)
+        inside = self._load_state(INTERRUPTED, genotype_text, space_text)
+        note = None
+        if inside is not None:
+            completed = state["epoch"] if state is not None else 0
+            if inside["epoch"] != completed:
+                note = f"ignoring {INTERRUPTED}: it is older than {CHECKPOINT}"
+            elif inside.get("world_size") != world_size:
+                note = (f"epoch {completed + 1} starts over: it was interrupted on "
+                        f"{inside.get('world_size')} process(es), this run has {world_size}")
+            else:
+                state = inside
+        if state is None and resume:
+            raise RunError(f"{self.path}: nothing to resume, no {CHECKPOINT} yet "
+                           "(the run stopped during its first epoch)",
+                           hint="run without --resume to start it again")
+        return state, note
+
+    def _load_state(self, name: str, genotype_text: str, space_text: str) -> dict | None:
+        if not self.file(name).exists():
             return None
-        state = load_pt(self.file(CHECKPOINT), expect=(TRAIN_STATE,))
+        state = load_pt(self.file(name), expect=(TRAIN_STATE,))
         if state.get("genotype") != genotype_text or state.get("space") != space_text:
-            raise RunError(f"{self.file(CHECKPOINT)}: belongs to another genotype or space",
+            raise RunError(f"{self.file(name)}: belongs to another genotype or space",
                            hint="--force starts over")
         return state
 

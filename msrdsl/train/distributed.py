@@ -77,6 +77,26 @@ class Dist:
             dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out
 
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is true on any process."""
+        if not self.enabled:
+            return flag
+        return bool(self.all_sum(torch.tensor([float(flag)], device=self._device())).item() > 0)
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every process's picklable `obj`, by rank, on every process."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def _device(self) -> torch.device:
+        # NCCL reduces CUDA tensors only; gloo takes CPU tensors.
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         """A picklable object from rank `src` to every rank."""
         if not self.enabled:

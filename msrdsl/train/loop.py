@@ -221,8 +221,10 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y.to(self.device, non_blocking=True)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
-        """One step; (objective sum, correct, count) over all processes' parts of the batch.
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, stop: bool = False
+                   ) -> tuple[float, float, float, bool]:
+        """One step; (objective sum, correct, count) over all processes' parts of the batch, and
+        whether any process asked to stop (`stop`) so that all stop after the same step.
 
         The sums are all-reduced before the optimiser steps, so every rank sees a NaN/inf loss
         of any rank at the same step and stops with the weights of the last good step.
@@ -242,15 +244,16 @@ class Trainer:
         n = y.shape[0]
         stats = torch.stack([loss.detach().double() * n,
                              (logits.detach().argmax(1) == y).sum().double(),
-                             torch.tensor(float(n), dtype=torch.float64, device=y.device)])
-        loss_sum, correct, count = self.dist.all_sum(stats).tolist()
+                             torch.tensor(float(n), dtype=torch.float64, device=y.device),
+                             torch.tensor(float(stop), dtype=torch.float64, device=y.device)])
+        loss_sum, correct, count, stops = self.dist.all_sum(stats).tolist()
         if not math.isfinite(loss_sum):
             self.optimizer.zero_grad(set_to_none=True)
             raise _NonFinite(loss_sum)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum, correct, count
+        return loss_sum, correct, count, stops > 0
 
     @torch.no_grad()
     def evaluate(self, loader) -> dict[str, float]:
@@ -410,10 +413,48 @@ def run_training(
             dist.close()
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped training after the state was saved; the same call resumes."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag instead of raising mid-step; the training loop stops at the next
+    step on every rank at once (the flag rides in the per-step all-reduce). A second signal
+    interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def _run(genotype: Genotype, space: Space, recipe: Recipe, dev: torch.device, dist: Dist, *,
          out, data_root, amp, channels_last, sync_bn, workers, resume, force, stop_after,
          reporter: Reporter, augment: bool, command) -> Training:
-    from msrdsl.data import dataset_info, make_loader, train_test
+    from msrdsl.data import EpochSampler, dataset_info, make_loader, train_test
     from msrdsl.lang import format_genotype, format_space
 
     if dev.type == "cuda" and dist.enabled:
@@ -441,10 +482,11 @@ def _run(genotype: Genotype, space: Space, recipe: Recipe, dev: torch.device, di
     run = ck.RunDir(out if out is not None else default_out(genotype, space))
 
     # Rank 0 alone decides about the folder; every rank learns the outcome (or the error).
-    state, error = None, None
+    state, note, error = None, None, None
     if dist.is_main:
         try:
-            state = run.prepare(genotype_text, space_text, force=force, resume=resume)
+            state, note = run.prepare(genotype_text, space_text, force=force, resume=resume,
+                                      world_size=world)
         except Exception as err:  # noqa: BLE001 - shared with the other ranks, then re-raised
             error = err
     dist.agree(error)
@@ -455,10 +497,11 @@ def _run(genotype: Genotype, space: Space, recipe: Recipe, dev: torch.device, di
     total_params, params = count_params(module)
     trainer = Trainer(module, recipe, dev, amp=amp, channels_last=channels_last,
                       sync_bn=sync_bn, dist=dist)
-    start, records, best = 0, [], None
+    start, records, best, partial = 0, [], None, None
     if state is not None:
         trainer.load_state(state)
         start, records, best = state["epoch"], list(state["records"]), state.get("best")
+        partial = state.get("partial")  # set when the state was saved inside an epoch
 
     train_set, test_set = train_test(data.name, root=data.root, input_size=data.input_size,
                                      augment=augment, cutout=recipe.cutout if augment else 0,
@@ -470,6 +513,20 @@ def _run(genotype: Genotype, space: Space, recipe: Recipe, dev: torch.device, di
     per_rank = math.ceil(len(train_set) / world)
     # A last batch of one image per process would make batch norm's variance undefined.
     drop_last = per_rank % local_batch == 1 and per_rank > 1
+    steps_per_epoch = per_rank // local_batch if drop_last else math.ceil(per_rank / local_batch)
+
+    def train_loader(epoch: int, skip: int):
+        if skip == 0:
+            return make_loader(train_set, batch_size=local_batch, shuffle=True, seed=recipe.seed,
+                               epoch=epoch, rank=dist.rank, world_size=world,
+                               num_workers=workers, drop_last=drop_last)
+        # The rest of an interrupted epoch: this rank's share of the epoch's order, minus the
+        # batches already trained, in order.
+        order = list(EpochSampler(len(train_set), shuffle=True, seed=recipe.seed, epoch=epoch,
+                                  rank=dist.rank, world_size=world))
+        return make_loader(Subset(train_set, order[skip * local_batch:]), batch_size=local_batch,
+                           shuffle=False, seed=recipe.seed, epoch=epoch, num_workers=workers,
+                           drop_last=drop_last)
 
     if dist.is_main:
         _write_run_info(run, state is not None, genotype, space, recipe, data, info, meta, dev,
@@ -484,55 +541,84 @@ def _run(genotype: Genotype, space: Space, recipe: Recipe, dev: torch.device, di
                   f"{info.input_size}x{info.input_size}, {world} process(es) on {dev.type}"
                   + (f", amp {amp}" if amp != "off" else ""),
                   f"recipe: {recipe.summary()}"]
-        if state is not None:
+        if note:
+            header.append(note)
+        if partial is not None:
+            header.append(f"resuming epoch {start + 1} of {recipe.epochs} after step "
+                          f"{partial['step']}")
+        elif state is not None:
             header.append(f"resuming after epoch {start} of {recipe.epochs}")
         reporter.start(run_dir=str(run.path), epochs=recipe.epochs, first_epoch=start,
                        header=header)
     else:
         reporter = NullReporter()
 
+    def save(what: str, **fields: Any) -> None:
+        """Rank 0 writes; every rank learns whether that worked."""
+        error = None
+        if dist.is_main:
+            try:
+                _save_state(run, what, trainer, records, best, genotype_text, space_text, meta,
+                            world, **fields)
+            except Exception as err:  # noqa: BLE001 - shared with the other ranks
+                error = err
+        dist.agree(error)
+
     end = recipe.epochs if stop_after is None else min(recipe.epochs, start + stop_after)
     try:
-        for epoch in range(start, end):
-            began = time.perf_counter()
-            lr, drop_path = trainer.set_epoch(epoch)
-            # Augmentation and drop-path draw from torch's global RNG: reseeding it from
-            # (seed, epoch, rank) makes every epoch replayable on its own.
-            torch.manual_seed(_seed("train", recipe.seed, epoch, dist.rank))
-            loader = make_loader(train_set, batch_size=local_batch, shuffle=True,
-                                 seed=recipe.seed, epoch=epoch, rank=dist.rank,
-                                 world_size=world, num_workers=workers, drop_last=drop_last)
-            reporter.epoch_start(epoch, len(loader))
-            loss_sum = correct = count = 0.0
-            for step, (x, y) in enumerate(loader):
-                try:
-                    l, c, n = trainer.train_step(x, y)
-                except _NonFinite as bad:
-                    raise _diverged(run, dist, epoch, step, lr, bad.value, start, records)
-                loss_sum, correct, count = loss_sum + l, correct + c, count + n
-                reporter.step(l / n, c / n)
-            dist.broadcast_buffers(trainer.module)
-            scores = trainer.evaluate(test_loader)
-            if not math.isfinite(scores["test_loss"]):
-                raise _diverged(run, dist, epoch, None, lr, scores["test_loss"], start, records)
-            record = {"epoch": epoch, "train_loss": loss_sum / count, "train_acc": correct / count,
-                      "test_loss": scores["test_loss"], "test_acc": scores["test_acc"],
-                      "test_top5": scores["test_top5"], "lr": lr, "drop_path": drop_path,
-                      "seconds": time.perf_counter() - began}
-            records.append(record)
-            improved = best is None or record["test_acc"] > best["test_acc"]
-            if improved:
-                best = {"epoch": epoch, "test_loss": record["test_loss"],
-                        "test_acc": record["test_acc"], "test_top5": record["test_top5"]}
-            error = None
-            if dist.is_main:
-                try:
-                    _save_epoch(run, trainer, records, best, improved, genotype_text, space_text,
-                                meta, world)
-                except Exception as err:  # noqa: BLE001 - shared with the other ranks
-                    error = err
-            dist.agree(error)
-            reporter.epoch_end(record)
+        with _StopRequest() as stop:
+            for epoch in range(start, end):
+                lr, drop_path = trainer.set_epoch(epoch)
+                skip = partial["step"] if partial is not None else 0
+                if partial is not None:
+                    # Continue the interrupted epoch with its sums and this rank's RNG stream.
+                    loss_sum, correct, count = partial["sums"]
+                    began = time.perf_counter() - partial["seconds"]
+                    _set_rng_states(partial["rng"][dist.rank])
+                    partial = None
+                else:
+                    loss_sum = correct = count = 0.0
+                    began = time.perf_counter()
+                    # Augmentation and drop-path draw from torch's global RNG: reseeding it from
+                    # (seed, epoch, rank) makes every epoch replayable on its own.
+                    torch.manual_seed(_seed("train", recipe.seed, epoch, dist.rank))
+                reporter.epoch_start(epoch, steps_per_epoch, skip)
+                for step, (x, y) in enumerate(train_loader(epoch, skip), start=skip):
+                    try:
+                        l, c, n, stopping = trainer.train_step(x, y, stop=stop.requested)
+                    except _NonFinite as bad:
+                        raise _diverged(run, dist, epoch, step, lr, bad.value, records) from None
+                    loss_sum, correct, count = loss_sum + l, correct + c, count + n
+                    reporter.step(l / n, c / n)
+                    if stopping:
+                        rng = dist.gather(_rng_states())
+                        save("interrupted", epoch=epoch, partial={
+                            "step": step + 1, "sums": [loss_sum, correct, count],
+                            "seconds": time.perf_counter() - began, "rng": rng})
+                        raise TrainingInterrupted(
+                            f"stopped in epoch {epoch + 1}, after step {step + 1} of "
+                            f"{steps_per_epoch}; saved {run.file(ck.INTERRUPTED)}, "
+                            "the same command continues from there")
+                dist.broadcast_buffers(trainer.module)
+                scores = trainer.evaluate(test_loader)
+                if not math.isfinite(scores["test_loss"]):
+                    raise _diverged(run, dist, epoch, None, lr, scores["test_loss"], records)
+                record = {"epoch": epoch, "train_loss": loss_sum / count,
+                          "train_acc": correct / count, "test_loss": scores["test_loss"],
+                          "test_acc": scores["test_acc"], "test_top5": scores["test_top5"],
+                          "lr": lr, "drop_path": drop_path,
+                          "seconds": time.perf_counter() - began}
+                records.append(record)
+                improved = best is None or record["test_acc"] > best["test_acc"]
+                if improved:
+                    best = {"epoch": epoch, "test_loss": record["test_loss"],
+                            "test_acc": record["test_acc"], "test_top5": record["test_top5"]}
+                save("epoch", improved=improved)
+                reporter.epoch_end(record)
+                if dist.any(stop.requested) and epoch + 1 < end:
+                    raise TrainingInterrupted(
+                        f"stopped after epoch {epoch + 1}; the same command continues from "
+                        f"{run.file(ck.CHECKPOINT)}")
     finally:
         reporter.close()
 
@@ -545,22 +631,55 @@ def _run(genotype: Genotype, space: Space, recipe: Recipe, dev: torch.device, di
               "test_loss": last["test_loss"], "test_acc": last["test_acc"],
               "test_top5": last["test_top5"], "best": best, "params": params,
               "params_with_auxiliary": total_params, "world_size": world}
-    error = None
-    if dist.is_main and finished:
-        try:
-            weights = _weights_file(trainer, genotype_text, space_text,
-                                    {**meta, "which": "final", "epoch": last["epoch"],
-                                     "test_loss": last["test_loss"], "test_acc": last["test_acc"],
-                                     "test_top5": last["test_top5"]})
-            ck.save_atomic(run.file(ck.FINAL), weights)
-            info_json = ck.read_json(run.file(ck.RUN_JSON))
-            info_json.update(status="finished", finished=_now(), result=result)
-            ck.write_json_atomic(run.file(ck.RUN_JSON), info_json)
-        except Exception as err:  # noqa: BLE001
-            error = err
-    dist.agree(error)
+    if finished:
+        save("final", result=result)
     reporter.final(result)
     return Training(result, records, trainer)
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+def _save_state(run: ck.RunDir, what: str, trainer: Trainer, records: list[dict],
+                best: dict | None, genotype_text: str, space_text: str, meta: dict, world: int,
+                *, improved: bool = False, epoch: int | None = None,
+                partial: dict | None = None, result: dict | None = None) -> None:
+    """Write the run's files after an epoch, at an interruption, or at the end.
+
+    After an epoch: best.pt (if improved), checkpoint.pt, then epochs.jsonl rewritten from the
+    records, then interrupted.pt removed; a kill between two of these writes is harmless, a
+    resumed run repeats the epoch exactly and rewrites them all. At an interruption:
+    interrupted.pt, the state inside the epoch. At the end: final.pt, then run.json finished.
+    """
+    def weights(which: str, record: dict) -> dict[str, Any]:
+        return _weights_file(trainer, genotype_text, space_text, {
+            **meta, "which": which, "epoch": record["epoch"], "test_loss": record["test_loss"],
+            "test_acc": record["test_acc"], "test_top5": record["test_top5"]})
+
+    def train_state(completed: int, **extra: Any) -> dict[str, Any]:
+        return {"format": ck.TRAIN_STATE, "version": ck.FORMAT_VERSION, "epoch": completed,
+                **trainer.state(), "records": records, "best": best, "genotype": genotype_text,
+                "space": space_text, "meta": meta, "world_size": world, **extra}
+
+    if what == "epoch":
+        last = records[-1]
+        if improved:
+            ck.save_atomic(run.file(ck.BEST), weights("best", last))
+        ck.save_atomic(run.file(ck.CHECKPOINT),
+                       train_state(last["epoch"] + 1, rng=_rng_states()))
+        ck.write_jsonl_atomic(run.file(ck.EPOCHS), records)
+        run.file(ck.INTERRUPTED).unlink(missing_ok=True)
+    elif what == "interrupted":
+        assert epoch is not None and partial is not None
+        ck.save_atomic(run.file(ck.INTERRUPTED), train_state(epoch, partial=partial))
+    elif what == "final":
+        ck.save_atomic(run.file(ck.FINAL), weights("final", records[-1]))
+        info = ck.read_json(run.file(ck.RUN_JSON))
+        info.update(status="finished", finished=_now(), result=result)
+        ck.write_json_atomic(run.file(ck.RUN_JSON), info)
 
 
 def _weights_file(trainer: Trainer, genotype_text: str, space_text: str,
@@ -570,29 +689,8 @@ def _weights_file(trainer: Trainer, genotype_text: str, space_text: str,
             "space": space_text, "meta": meta}
 
 
-def _save_epoch(run: ck.RunDir, trainer: Trainer, records: list[dict], best: dict | None,
-                improved: bool, genotype_text: str, space_text: str, meta: dict,
-                world: int) -> None:
-    """best.pt (if improved), then checkpoint.pt, then epochs.jsonl rewritten from the records.
-
-    A kill between two of these writes is harmless: a resumed run repeats the epoch exactly and
-    rewrites all three.
-    """
-    last = records[-1]
-    if improved:
-        ck.save_atomic(run.file(ck.BEST), _weights_file(
-            trainer, genotype_text, space_text,
-            {**meta, "which": "best", "epoch": last["epoch"], "test_loss": last["test_loss"],
-             "test_acc": last["test_acc"], "test_top5": last["test_top5"]}))
-    state = {"format": ck.TRAIN_STATE, "version": ck.FORMAT_VERSION, "epoch": last["epoch"] + 1,
-             **trainer.state(), "records": records, "best": best, "genotype": genotype_text,
-             "space": space_text, "meta": meta, "world_size": world, "rng": _rng_states()}
-    ck.save_atomic(run.file(ck.CHECKPOINT), state)
-    ck.write_jsonl_atomic(run.file(ck.EPOCHS), records)
-
-
 def _diverged(run: ck.RunDir, dist: Dist, epoch: int, step: int | None, lr: float, value: float,
-              start: int, records: list[dict]) -> DivergedError:
+              records: list[dict]) -> DivergedError:
     where = f"epoch {epoch + 1}, step {step + 1}" if step is not None else \
         f"epoch {epoch + 1}, on the test set"
     kept = (f"the last good checkpoint is {run.file(ck.CHECKPOINT)} (after epoch {len(records)})"

@@ -52,7 +52,7 @@ class Reporter:
     def start(self, *, run_dir: str, epochs: int, first_epoch: int, header: list[str]) -> None:
         pass
 
-    def epoch_start(self, epoch: int, steps: int) -> None:
+    def epoch_start(self, epoch: int, steps: int, done: int = 0) -> None:
         pass
 
     def step(self, loss: float, acc: float) -> None:
@@ -95,13 +95,14 @@ class RichReporter(Reporter):
         self.epochs_task = self.progress.add_task("epochs", total=epochs, completed=first_epoch,
                                                   stats="")
 
-    def epoch_start(self, epoch, steps):
+    def epoch_start(self, epoch, steps, done=0):
         assert self.progress is not None
         self._loss = self._acc = 0.0
         self._n = 0
         if self.steps_task is not None:
             self.progress.remove_task(self.steps_task)
-        self.steps_task = self.progress.add_task(f"epoch {epoch + 1}", total=steps, stats="")
+        self.steps_task = self.progress.add_task(f"epoch {epoch + 1}", total=steps,
+                                                 completed=done, stats="")
 
     def step(self, loss, acc):
         assert self.progress is not None and self.steps_task is not None
