@@ -270,3 +270,39 @@ def test_trainer_amp_bf16_on_cpu_runs(tmp_path):
     done = run_training("msr_darts", QUICKSTART, overrides=SMALL, out=tmp_path / "r",
                         device="cpu", amp="bf16", channels_last=True)
     assert math.isfinite(done.result["test_loss"])
+
+
+@pytest.mark.slow
+def test_search_then_train_the_found_genotype_then_eval(tmp_path, capsys):
+    """The whole flow on the embedded digits: search (tiny), train its final.genotype, eval."""
+    _needs_compiler()
+    pytest.importorskip("msrdsl.search")
+    found = tmp_path / "search"
+    tiny_search = ("dataset.input_size=8", "network.cells=3", "network.channels=4",
+                   "cell.nodes=2", "search.epochs=1", "search.batch=128")
+    assert _cli(["search", QUICKSTART, "--out", str(found), *_sets(tiny_search), "-q"]) == 0
+    genotype = found / "final.genotype"
+    assert genotype.is_file()
+    capsys.readouterr()
+    trained = tmp_path / "train"
+    assert _cli(["train", str(genotype), "--space", QUICKSTART, *_sets(TINY), "--out",
+                 str(trained), "-q"]) == 0
+    assert "final test accuracy" in capsys.readouterr().out
+    assert _cli(["eval", str(trained), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["genotype"] == "quickstart" and 0 <= scored["test_acc"] <= 1
+
+
+def test_imagenet_recipe_warms_up_and_smooths_labels(tmp_path):
+    """net imagenet (two stems, 1/8 resolution), label smoothing and a linear warm-up."""
+    _needs_compiler()
+    from msrdsl.train import run_training
+
+    done = run_training("msr_darts", QUICKSTART, overrides=(
+        *SMALL, "dataset.input_size=32", "evaluate.net=imagenet", "evaluate.epochs=3",
+        "evaluate.warmup=2", "evaluate.label_smoothing=0.1", "evaluate.cells=3",
+        "evaluate.channels=4", "evaluate.optimizer.lr=0.1"), out=tmp_path / "r", device="cpu")
+    assert [r["lr"] for r in done.records] == pytest.approx([0.05, 0.1, 0.1])
+    assert done.trainer.criterion.label_smoothing == pytest.approx(0.1)
+    info = json.loads((tmp_path / "r" / ck.RUN_JSON).read_text())
+    assert info["network"]["net"] == "imagenet" and info["recipe"]["warmup"] == 2

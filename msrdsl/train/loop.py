@@ -2,16 +2,21 @@
 
 The flow of `train_genotype`:
   genotype + space -> recipe (recipe.py), data set, network (msrdsl.nn.build_eval_network)
-  -> rank 0 prepares the run directory (checkpoint.py) and every rank gets its checkpoint
+  -> rank 0 prepares the run directory (checkpoint.py) and every rank gets its state
   -> per epoch: lr, drop-path and the RNG are set from (seed, epoch) alone; each rank trains on
-     its shard of the epoch's order; DDP averages the gradients; the test set is scored in
-     shards and the sums all-reduced; rank 0 writes the checkpoint, the record, best.pt.
+     its shard of the epoch's order (per-rank batch = evaluate.batch // processes); DDP averages
+     the gradients; the test set is scored in disjoint shards and the sums all-reduced; rank 0
+     writes checkpoint.pt, the record and best.pt.
 
 Exactness: every random draw of epoch e (augmentation, drop-path masks, data order) comes from
-seeds that are pure functions of (seed, epoch, rank), and checkpoints are taken at epoch ends,
-so a run killed at any moment and resumed from its checkpoint replays the lost epoch bit for bit
-(on the CPU, one process per rank count), and a run resumed with another number of processes
-continues the same schedule and data order.
+seeds that are pure functions of (seed, epoch, rank), and checkpoint.pt is written at epoch
+ends, so a run killed at any moment and resumed replays the lost epoch bit for bit on the CPU,
+and a run resumed on another number of processes continues the same schedule and data order
+(the global batch is the same; only batch-norm statistics, which are per process unless
+--sync-bn, and summation order differ). Ctrl-C or SIGTERM stops every rank after the same step
+and saves interrupted.pt with each rank's RNG state, the step and the epoch's running sums; the
+same command continues the epoch exactly (with --workers 0; worker processes draw augmentation
+from their own seeds, so with workers the continued epoch is valid but not the same draw).
 """
 
 from __future__ import annotations
@@ -321,9 +326,10 @@ def portable_weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _rng_states() -> dict[str, Any]:
+    """This process's RNG states: the CPU generator and its current CUDA device's."""
     out: dict[str, Any] = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state_all()
+        out["cuda"] = torch.cuda.get_rng_state()
     return out
 
 
