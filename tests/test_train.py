@@ -306,3 +306,45 @@ def test_imagenet_recipe_warms_up_and_smooths_labels(tmp_path):
     assert done.trainer.criterion.label_smoothing == pytest.approx(0.1)
     info = json.loads((tmp_path / "r" / ck.RUN_JSON).read_text())
     assert info["network"]["net"] == "imagenet" and info["recipe"]["warmup"] == 2
+
+
+def _tiny_cifar10(root: Path, per_batch: int = 20) -> None:
+    """A CIFAR-10 folder in the python layout with random images (5 x per_batch train, per_batch
+    test), enough to run the CIFAR recipe end to end."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (per_batch, 3 * 32 * 32), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, per_batch).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+
+
+def test_cifar_recipe_of_the_default_space_on_a_local_cifar10_folder(tmp_path, capsys,
+                                                                    monkeypatch):
+    """`msrdsl train genotypes/msr_darts.genotype --data DIR`: spaces/msr.space's CIFAR recipe
+    (cutout 16, drop-path, auxiliary tower 0.4, clip 5) on 32x32 images from a local folder."""
+    _needs_compiler()
+    _tiny_cifar10(tmp_path / "cifar")
+    out = tmp_path / "run"
+    genotype = str(REPO / "genotypes" / "msr_darts.genotype")
+    assert _cli(["train", genotype, "--data", str(tmp_path / "cifar"), "--out", str(out),
+                 *_sets(("evaluate.epochs=2", "evaluate.cells=3", "evaluate.channels=4",
+                         "evaluate.batch=50")), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["drop_path"] for r in lines[:2]] == pytest.approx([0.0, 0.15])
+    info = json.loads((out / ck.RUN_JSON).read_text())
+    assert info["space"] == "msr_darts" and info["dataset"] == {
+        "name": "cifar10", "root": str(tmp_path / "cifar"), "input_size": 32}
+    assert info["recipe"]["cutout"] == 16 and info["recipe"]["auxiliary"] == 0.4
+    assert _cli(["eval", str(out / ck.BEST), "--json"]) == 0  # the folder training read
+    assert json.loads(capsys.readouterr().out)["test_images"] == 20
+    from msrdsl.data import cifar
+
+    monkeypatch.setattr(cifar, "_download", lambda root: "offline (test)")  # never fetch 170 MB
+    assert _cli(["eval", str(out), "--data", str(tmp_path / "nowhere")]) == 2
+    assert "no CIFAR-10 data" in capsys.readouterr().err

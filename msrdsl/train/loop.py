@@ -143,6 +143,7 @@ def network_meta(space: Space, genotype: Genotype, data: DatasetSpec, info: Any)
         "genotype": genotype.name, "space": space.name, "net": ev.net, "cells": ev.cells,
         "channels": ev.channels, "classes": info.classes, "in_channels": info.channels,
         "input_size": info.input_size, "auxiliary": ev.auxiliary > 0, "dataset": data.name,
+        "data_root": data.root,
     }
 
 
@@ -784,6 +785,8 @@ def evaluate_checkpoint(
     except KeyError as err:
         raise RunError(f"{file}: incomplete checkpoint, it has no {err}") from None
     data_space = resolve_space(space, overrides) if space is not None else stored
+    if data_root is None and space is None:
+        data_root = meta.get("data_root")  # where training read it (--data may have moved it)
     data = eval_dataset(data_space, data_root)
     if data.input_size is None and data.name == meta["dataset"]:
         from attrs import evolve
