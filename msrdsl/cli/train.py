@@ -48,6 +48,8 @@ def command(genotype: str, space: str | None, overrides: tuple[str, ...], out: s
     from msrdsl.train import TrainingInterrupted, train_genotype
     from msrdsl.train.progress import JsonReporter, NullReporter, QuietReporter, RichReporter
 
+    if quiet and as_json:
+        raise click.UsageError("--quiet and --json cannot be combined")
     main_rank = os.environ.get("RANK", "0") in ("", "0")
     if not main_rank:
         reporter = NullReporter()

@@ -204,7 +204,18 @@ class Trainer:
                                 torch.float32)
         self.model: torch.nn.Module = module
         if self.dist.enabled:
+            import warnings
+
             from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # Gradients of 1x1 convolutions come back from oneDNN with channels-last strides;
+            # for a (C_out, C_in, 1, 1) tensor those differ from the bucket's only in the
+            # strides of size-1 dimensions, which address nothing (same layout in memory). DDP
+            # then copies the gradient into its bucket instead of aliasing it: a small cost,
+            # not a fault, and not worth a warning per process.
+            warnings.filterwarnings(
+                "ignore", r"(?s)Grad strides do not match bucket view strides.*"
+                          r"grad\.sizes\(\) = \[\d+, \d+, 1, 1\]")
 
             # BN buffers are not broadcast every step: rank 0's are copied to all at epoch ends
             # (before scoring and saving), which gives the same statistics for less traffic.
