@@ -285,8 +285,8 @@ def test_search_then_train_the_found_genotype_then_eval(tmp_path, capsys):
     assert genotype.is_file()
     capsys.readouterr()
     trained = tmp_path / "train"
-    assert _cli(["train", str(genotype), "--space", QUICKSTART, *_sets(TINY), "--out",
-                 str(trained), "-q"]) == 0
+    # The search folder stands for its final.genotype and the space it searched.
+    assert _cli(["train", str(found), *_sets(TINY), "--out", str(trained), "-q"]) == 0
     assert "final test accuracy" in capsys.readouterr().out
     assert _cli(["eval", str(trained), "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)

@@ -40,7 +40,8 @@ def command(genotype: str, space: str | None, overrides: tuple[str, ...], out: s
             data_root: str | None, device: str, amp: str, channels_last: bool, sync_bn: bool,
             workers: int | None, stop_after: int | None, resume: bool, force: bool, quiet: bool,
             as_json: bool) -> None:
-    """Train GENOTYPE (a .genotype file or a name in genotypes/) with the space's recipe.
+    """Train GENOTYPE (a .genotype file, a name in genotypes/, or a search run folder: its
+    final.genotype with the space it searched) with the space's evaluation recipe.
 
     The same command again resumes an interrupted run. For several processes:
     `torchrun --nproc_per_node N -m msrdsl train ...` (evaluate.batch is the global batch).

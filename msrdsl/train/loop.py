@@ -87,6 +87,21 @@ def resolve_genotype(genotype: Genotype | str | Path, space: Space) -> Genotype:
     return genotype
 
 
+def from_search_run(genotype: Any, space: Any) -> tuple[Any, Any]:
+    """A search run folder as GENOTYPE means its final.genotype, trained (unless a space is
+    given) with the recipe of the space it searched (its space.space)."""
+    if isinstance(genotype, (str, Path)) and Path(genotype).is_dir():
+        folder = Path(genotype)
+        if not (folder / "final.genotype").is_file():
+            raise GenotypeError(f"{folder}: a folder without final.genotype",
+                                hint="pass a .genotype file, a name in genotypes/, or a "
+                                     "finished search run folder")
+        genotype = folder / "final.genotype"
+        if space is None and (folder / "space.space").is_file():
+            space = folder / "space.space"
+    return genotype, space
+
+
 def check_genotype_ops(genotype: Genotype, space: Space) -> None:
     """Every operator of the genotype is defined by the space (its file or the prelude)."""
     known = {op.name for op in space.ops}
@@ -412,6 +427,7 @@ def run_training(
     and cutout (for diagnostics and tests; the recipes augment). `dist` is the process group to
     use (default: torchrun's from the environment, or one process).
     """
+    genotype, space = from_search_run(genotype, space)
     space = resolve_space(space, overrides)
     genotype = resolve_genotype(genotype, space)
     recipe = Recipe.from_spec(space.evaluate)
