@@ -60,7 +60,8 @@ def test_cosine_schedule_is_darts_cosine_annealing_stepped_per_epoch():
 
 
 def test_warmup_is_linear_then_cosine_from_the_peak():
-    recipe = Recipe.from_spec(_space("epochs 20 warmup 4 optimizer sgd { lr 0.1 lr_min 0 }").evaluate)
+    spec = _space("epochs 20 warmup 4 optimizer sgd { lr 0.1 lr_min 0 }").evaluate
+    recipe = Recipe.from_spec(spec)
     assert [recipe.lr_at(e) for e in range(4)] == pytest.approx([0.025, 0.05, 0.075, 0.1])
     assert recipe.lr_at(4) == pytest.approx(0.1)
     assert recipe.lr_at(12) == pytest.approx(0.05)  # half-way through the 16 cosine epochs

@@ -1,18 +1,20 @@
 """Training on several processes: DDP over gloo on the CPU, as torchrun runs it.
 
-The comparison with one process (synthetic set, 4 steps): two ranks with per-rank batch 64 and
-synchronised batch norm see, at every step, exactly the 128 images one process sees with batch
-128 (the global order is one permutation, rank r takes every other image of it), normalise them
-with the same batch statistics, and DDP averages the two half-batch gradients into the full-batch one. Only the
-order of floating-point sums differs (all-reduce, batch-norm sums split in two).
+The comparison with one process (synthetic set, first epoch of 4 steps): two ranks with
+per-rank batch 64 and synchronised batch norm see, at every step, exactly the 128 images one
+process sees with batch 128 (the global order is one permutation, rank r takes every other image
+of it), normalise them with the same batch statistics, and DDP averages the two half-batch
+gradients into the full-batch one. Only the order of floating-point sums differs (all-reduce,
+batch-norm sums split in two).
 
-In float32 that difference is not small on this tiny network: batch norm's backward over
-4-channel 8x8 maps cancels badly, so the first step's gradients of the early layers already
-differ by ~1e-3 (relative), and the losses drift apart by ~5e-4 within a few steps, in both
-directions. Both runs therefore train in float64, where the same code agrees to ~1e-14 per
-step: the losses of the first steps must match to a relative 1e-9, which only a correct
-gradient all-reduce, sharding and batch-norm synchronisation can meet. Augmentation is off (it
-draws from per-rank RNG streams) and so is drop-path.
+In float32 that difference is not small on this tiny network: rounding differences are strongly
+amplified on the way back to the early layers (batch norm over 4 channels of 2x2 to 8x8 maps),
+so the first step's gradients there already differ by ~1e-3 (relative) and the losses drift
+apart by ~5e-4 within a few steps. In float64 the same two runs agree to ~1e-14 per step, so both
+train in float64 here and the losses of the first epoch must match to a relative 1e-9, which
+only a correct gradient all-reduce, sharding and batch-norm synchronisation can meet.
+Augmentation is off (it draws from per-rank RNG streams) and so is drop-path. The 2-process run
+then finishes its second epoch on one process (resume with another world size).
 """
 
 from __future__ import annotations

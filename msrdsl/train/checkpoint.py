@@ -291,13 +291,13 @@ class RunDir:
                                     "or --force to start over")
 
     def _remove_strays(self) -> None:
-        """Temporary files of writes a kill interrupted (the files they were replacing are whole)."""
+        """Temporary files of writes a kill interrupted (the files they replace are whole)."""
         for name in RUN_FILES:
             for stray in self.path.glob(f".{name}.*.tmp"):
                 stray.unlink(missing_ok=True)
 
     def clear(self) -> None:
-        """Remove this run's own files (and stray temp files of interrupted writes), nothing else."""
+        """Remove this run's own files (and temp files of interrupted writes), nothing else."""
         if not self.path.is_dir():
             return
         try:

@@ -117,7 +117,7 @@ def check_genotype_ops(genotype: Genotype, space: Space) -> None:
 
 
 def eval_dataset(space: Space, data_root: str | None = None) -> DatasetSpec:
-    """The evaluation data set: evaluate.dataset, else the space's; `data_root` replaces its root."""
+    """The evaluation data set: evaluate.dataset, else the space's; `data_root` as its root."""
     from attrs import evolve
 
     spec = space.evaluate.dataset or space.dataset
