@@ -64,12 +64,12 @@ def make_loader(
 
     With num_workers=0 (the default) augmentation draws from torch's global RNG in this process,
     so seeding torch before iterating replays the epoch exactly. With workers, each worker is
-    seeded from (seed, epoch, worker id) instead: still reproducible, but a different stream.
+    seeded from (seed, epoch, rank, worker id) instead: still reproducible, but a different stream.
     """
     sampler = EpochSampler(
         len(dataset), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size
     )
-    init = functools.partial(_seed_worker, seed=seed, epoch=epoch) if num_workers > 0 else None
+    init = functools.partial(_seed_worker, seed=seed, epoch=epoch, rank=rank) if num_workers > 0 else None
     # DataLoader draws a base seed for workers when an iterator starts; a private generator keeps
     # that draw off the global RNG, which belongs to the caller (augmentation, dropout, init).
     base = torch.Generator().manual_seed(mix_seed("loader", seed, epoch))
@@ -84,9 +84,10 @@ def make_loader(
     )
 
 
-def _seed_worker(worker_id: int, *, seed: int, epoch: int) -> None:
-    """Seed every RNG a transform might use from (seed, epoch, worker id)."""
-    worker_seed = mix_seed("worker", seed, epoch, worker_id)
+def _seed_worker(worker_id: int, *, seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed every RNG a transform might use from (seed, epoch, rank, worker id): ranks augment
+    their shards independently."""
+    worker_seed = mix_seed("worker", seed, epoch, rank, worker_id)
     torch.manual_seed(worker_seed)
     random.seed(worker_seed)
     np.random.seed(worker_seed % 2**32)

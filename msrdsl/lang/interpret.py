@@ -213,6 +213,10 @@ def merge_entries(parent: Sequence[Entry], child: Sequence[Entry]) -> tuple[Entr
     return tuple(out)
 
 
+def _from_set(e: Entry) -> bool:
+    return e.loc is not None and e.loc.path == "--set"
+
+
 def _renames(parent: Entry, child: Entry) -> bool:
     """Whether the child names a different data set, optimiser or epoch rule in a block's head:
     the parent's settings inside belong to the old one (a CIFAR folder is no digits folder), so
@@ -318,7 +322,9 @@ class _Reader:
         for e in entries:
             if cls is SelectSpec and e.key in _INLINE_RULE_KEYS:
                 continue
-            if head is not None and e.key == head[0]:
+            if head is not None and e.key == head[0] and _from_set(e):
+                pass  # `--set dataset.name=X` names the head from outside the file: it wins
+            elif head is not None and e.key == head[0]:
                 key = prefix.rstrip(".").rsplit(".", 1)[-1]
                 raise SpaceError(f"'{e.key}' is given twice: after '{key}' and inside its block",
                                  e.key_loc, f"keep one of the two; `{key} VALUE {{ ... }}` sets "
