@@ -152,3 +152,17 @@ def test_conv_module_uses_phases_only_when_dilated():
     assert Conv(4, 4, (3, 3), dilation=(2, 2), groups=4).phases == ((1, 1), (2, 2), (1, 1))
     assert Conv(4, 4, (5, 5), (2, 2), (2, 2), 4).phases == ((2, 2), (1, 1), (2, 2))
     assert Conv(4, 4, (3, 3), (2, 2), (3, 3), 4).phases is None
+
+
+def test_strided_pointwise_conv_on_few_channels_last_channels():
+    # Regression: oneDNN's weight gradient of a strided 1x1 conv on channels-last inputs with
+    # under 8 channels corrupted the heap; Conv subsamples first on CPU.
+    fr = FactorizedReduce(3, 2)
+    for _ in range(10):
+        x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+        fr(x).sum().backward()
+    xd = x.detach().double().requires_grad_()
+    ref = torch.cat([F.conv2d(F.relu(xd), fr.conv_1.weight.double(), stride=2),
+                     F.conv2d(F.relu(xd)[:, :, 1:, 1:], fr.conv_2.weight.double(), stride=2)], 1)
+    out = torch.cat([fr.conv_1(F.relu(x)), fr.conv_2(F.relu(x)[:, :, 1:, 1:])], 1)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)

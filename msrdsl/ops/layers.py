@@ -29,8 +29,8 @@ class FactorizedReduce(nn.Module):
     def __init__(self, c_in: int, c_out: int, affine: bool = True):
         super().__init__()
         # DARTS needs an even C_out; an odd one gives the first half the extra channel.
-        self.conv_1 = nn.Conv2d(c_in, c_out - c_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.conv_1 = Conv(c_in, c_out - c_out // 2, (1, 1), (2, 2))
+        self.conv_2 = Conv(c_in, c_out // 2, (1, 1), (2, 2))
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
