@@ -183,9 +183,21 @@ def test_foreign_folder_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize("order", ["second", "first"])
 def test_darts_search(tmp_path, capsys, order):
     out = tmp_path / "run"
-    code, _, err = run_cli(capsys, "search", DARTS, "--out", str(out), "--quiet",
-                           *sets("search.epochs=2", f"search.arch.order={order}"))
+    # Second order prints only the result (--quiet); first order shows the progress display.
+    quiet = ["--quiet"] if order == "second" else []
+    code, stdout, err = run_cli(capsys, "search", DARTS, "--out", str(out), *quiet,
+                                *sets("search.epochs=2", f"search.arch.order={order}"))
     assert code == 0, err
+    if quiet:
+        from msrdsl.lang import parse_genotype
+
+        shown = parse_genotype(stdout)
+        assert cells(shown) == cells(parse_genotype_file(out / "final.genotype"))
+    else:
+        assert "epoch 0  train" in stdout and "epoch 1  train" in stdout
+        assert "normal: " in stdout and "; reduce: " in stdout  # each epoch's genotype
+        assert "chosen: epoch 1 by last" in stdout and "reduction cell" in stdout
+        assert str(out / "final.genotype") in stdout.replace("\n", "")
     recs = records(out)
     assert set(recs[0]["rules"]) == {"darts", "msr", "msr_max"}
     assert {"alpha", "softmax(alpha)", "stable_rank(last_conv)"} <= set(recs[0]["scores"])
@@ -198,3 +210,32 @@ def test_darts_search(tmp_path, capsys, order):
     assert final["rule"] == "darts" and final["epoch"] == 1  # `epoch last`
     assert cells(from_json(final["genotype"])) == cells(
         from_json(recs[1]["rules"]["darts"]["genotype"]))
+
+
+@pytest.mark.slow
+def test_quickstart_search_prints_its_genotype(tmp_path):
+    """The README's first command, as a user runs it (minutes on a 2-core CPU)."""
+    from test_search_support import run_subprocess
+
+    done = run_subprocess("search", QUICKSTART, "--out", str(tmp_path / "run"), timeout=1800)
+    assert done.returncode == 0, done.stderr
+    assert "normal cell" in done.stdout and "reduction cell" in done.stdout
+    genotype = parse_genotype_file(tmp_path / "run" / "final.genotype")
+    assert len(genotype.normal.nodes) == 4
+
+
+@pytest.mark.slow
+def test_epoch_benchmark_prints_one_json_object():
+    import subprocess
+    import sys
+
+    from test_search_support import ROOT, subprocess_env
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_epoch.py"),
+                           "--set", "dataset.input_size=8", "--set", "network.cells=3"],
+                          env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    result = json.loads(line)
+    assert {"epoch_s", "peak_rss_mb", "steps", "s_per_step"} <= set(result)
+    assert result["steps"] == 18 and result["epoch_s"] > 0

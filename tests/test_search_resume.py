@@ -68,10 +68,23 @@ def kill_after_first_checkpoint(out: Path, delay: float) -> None:
     proc.wait()
 
 
+def remaining_seconds(reference: Path) -> float:
+    """How long the reference run took after its first checkpoint (epochs 1 and 2)."""
+    return sum(r["seconds"] for r in records(reference, drop=())[1:])
+
+
 def test_sigkill_at_a_random_moment_then_resume(tmp_path, reference):
     out = tmp_path / "run"
     # Anywhere in the next two epochs: mid-step, mid-validation, or while writing files.
-    kill_after_first_checkpoint(out, random.Random().uniform(0.0, 4.0))
+    delay = random.Random().uniform(0.0, 0.8 * remaining_seconds(reference))
+    for _ in range(4):
+        kill_after_first_checkpoint(out, delay)
+        if not (out / "final.json").exists():
+            break
+        shutil.rmtree(out)  # this run was faster than the reference and finished first
+        delay /= 2
+    else:
+        pytest.fail("every run finished before it was killed")
     done = run_subprocess(*search_argv(out, "--resume"))
     assert done.returncode == 0, done.stderr
     assert_same_run(out, reference)
@@ -85,11 +98,13 @@ def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path, reference):
     # a resumed run rewrites epochs.jsonl from the checkpoint and prunes the weights again.
     (out / "epochs.jsonl").write_text("")
     (out / "weights" / "epoch-007.pt").write_bytes(b"stale")
+    (out / ".checkpoint.pt.x1y2.tmp").write_bytes(b"half written")
     done = run_subprocess(*search_argv(out))  # no --resume: the same command again
     assert done.returncode == 0, done.stderr
     assert "resuming the search" in done.stderr and "from epoch 1" in done.stderr
     assert_same_run(out, reference)
     assert not (out / "weights" / "epoch-007.pt").exists()
+    assert not (out / ".checkpoint.pt.x1y2.tmp").exists()
 
 
 def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, reference):
@@ -120,7 +135,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(tmp_path, reference):
 @pytest.mark.parametrize("moment", range(5))
 def test_sigkill_at_many_moments(tmp_path, reference, moment):
     out = tmp_path / "run"
-    kill_after_first_checkpoint(out, moment * 0.9)
+    kill_after_first_checkpoint(out, moment / 5 * remaining_seconds(reference))
     done = run_subprocess(*search_argv(out, "--resume"))
     assert done.returncode == 0, done.stderr
     assert_same_run(out, reference)

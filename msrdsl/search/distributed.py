@@ -27,9 +27,11 @@ class Dist:
     """This process's place in the job: rank, world size, and the collectives the loop needs."""
 
     def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0,
-                 initialized_here: bool = False):
+                 initialized_here: bool = False, device: torch.device | str = "cpu"):
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
         self._initialized_here = initialized_here
+        # Where collectives of plain numbers run: NCCL reduces CUDA tensors only.
+        self.device = torch.device(device)
 
     @property
     def enabled(self) -> bool:
@@ -49,7 +51,7 @@ class Dist:
         """
         if not self.enabled:
             return [float(x) for x in extra]
-        device = tensors[0].device if tensors else torch.device("cpu")
+        device = tensors[0].device if tensors else self.device
         dtype = tensors[0].dtype if tensors else torch.float32
         flat = torch.cat([t.reshape(-1) for t in tensors]
                          + [torch.tensor(list(extra), dtype=torch.float64).to(device, dtype)])
@@ -61,11 +63,11 @@ class Dist:
             offset += n
         return flat[offset:].double().tolist()
 
-    def sum(self, values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
+    def sum(self, values: Sequence[float]) -> list[float]:
         """Sum numbers over the ranks (float64, so counts and loss sums stay exact)."""
         if not self.enabled:
             return [float(v) for v in values]
-        t = torch.tensor(list(values), dtype=torch.float64, device=device)
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return t.tolist()
 
@@ -114,15 +116,19 @@ def from_environment(device: torch.device) -> Dist:
         return Dist()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
     if dist.is_initialized():
-        return Dist(dist.get_rank(), dist.get_world_size(), local_rank)
+        return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device=device)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before any collective: NCCL works on the current device
     try:
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
     except Exception as err:  # a rendezvous that fails is a setup problem, not a bug in msrdsl
         raise RunError(f"cannot join the torchrun job (rank {rank} of {world_size}, {backend}): "
                        f"{err}") from None
-    return Dist(rank, world_size, local_rank, initialized_here=True)
+    return Dist(rank, world_size, local_rank, initialized_here=True, device=device)
 
 
 def state_digest(module: torch.nn.Module, extra: Iterable[torch.Tensor] = ()) -> str:

@@ -650,7 +650,9 @@ def _run(space: Space, out_dir, device: torch.device, dist: Dist, *, resume: boo
         state = run.load_checkpoint(map_location=device)
         epoch, step, sums = search.restore(state)
         if dist.is_main:
-            # Repair what a kill between two writes may have left: the records and the weights.
+            # Repair what a kill between two writes may have left: the records, the weights,
+            # the temporary file of an interrupted write.
+            run.remove_temporaries()
             run.write_epochs(search.records)
             sel = space.select.epoch
             losses = [r["valid_loss"] for r in search.records]

@@ -214,13 +214,19 @@ class RunDir:
         try:
             for name in RUN_FILES:
                 (self.path / name).unlink(missing_ok=True)
+            self.remove_temporaries()
             if self.weights_dir.is_dir():
                 shutil.rmtree(self.weights_dir)
-            for tmp in self.path.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
         except OSError as err:
             raise RunError(f"cannot clear the run folder '{self.path}': "
                            f"{err.strerror or err}") from None
+
+    def remove_temporaries(self) -> None:
+        """Delete the temporary files of writes a kill interrupted (never renamed into place)."""
+        for folder in (self.path, self.weights_dir):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
 
     def write_space(self, text: str) -> None:
         atomic_write_text(self.space_file, text)
