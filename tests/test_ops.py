@@ -166,3 +166,19 @@ def test_strided_pointwise_conv_on_few_channels_last_channels():
                      F.conv2d(F.relu(xd)[:, :, 1:, 1:], fr.conv_2.weight.double(), stride=2)], 1)
     out = torch.cat([fr.conv_1(F.relu(x)), fr.conv_2(F.relu(x)[:, :, 1:, 1:])], 1)
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [(5, 5), (7, 5), (5, 3)])
+def test_blockwise_weight_gradient_of_large_depthwise_kernels_on_small_maps(kernel):
+    from msrdsl.ops.conv import same_conv
+
+    padding = ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
+    x = torch.randn(3, 4, 4, 3, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(4, 1, *kernel, dtype=torch.float64, requires_grad=True)
+    out = same_conv(x, w, padding, 4)
+    ref = F.conv2d(x, w, padding=padding, groups=4)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(out, (x, w), g),
+                               torch.autograd.grad(ref, (x, w), g))

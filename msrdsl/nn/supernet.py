@@ -26,6 +26,7 @@ from msrdsl.nn.constraint import SpectralNorm
 from msrdsl.nn.mixing import mix_kind, mixed_sum
 from msrdsl.nn.shapes import CellPlan, ConvShape, plan_supernet, resolved_ops, shape_table
 from msrdsl.ops import Conv, Operator, build_operator, preprocess
+from msrdsl.ops.conv import batch_to_space, space_to_batch
 from msrdsl.ops.layout import channels_last_grad
 
 CELL_TYPES = ("normal", "reduce")
@@ -60,6 +61,38 @@ class MixedEdge(nn.Module):
                 for op in self.ops]
 
 
+class _Nodes:
+    """A cell's node values during one forward, and what operators share of them: the ReLU most
+    operators start with, and (training on CPU) the phase split of dilated operators."""
+
+    def __init__(self, states: list[torch.Tensor], use_phases: bool):
+        self.states = states
+        self.use_phases = use_phases
+        self._shared: dict[tuple, torch.Tensor] = {}
+
+    def relu(self, i: int) -> torch.Tensor:
+        if (i, "relu") not in self._shared:
+            self._shared[i, "relu"] = F.relu(self.states[i])
+        return self._shared[i, "relu"]
+
+    def phase_factor(self, i: int, op: Operator) -> tuple[int, int] | None:
+        f = op.phases
+        if not self.use_phases or f is None:
+            return None
+        h, w = self.states[i].shape[-2:]
+        return f if h % f[0] == 0 and w % f[1] == 0 else None  # odd maps: per-conv phases
+
+    def apply(self, i: int, op: Operator, factor: tuple[int, int] | None) -> torch.Tensor:
+        """o(x_i), or space_to_batch of it when `factor` is given."""
+        if factor is None:
+            return op.after_relu(self.relu(i)) if op.starts_with_relu else op(self.states[i])
+        key = (i, factor, op.starts_with_relu)
+        if key not in self._shared:
+            x = self.relu(i) if op.starts_with_relu else self.states[i]
+            self._shared[key] = space_to_batch(x, *factor)
+        return op.on_phases(self._shared[key], relu_done=op.starts_with_relu)
+
+
 class SearchCell(nn.Module):
     """A supernet cell: input nodes preprocessed to C channels, mixed edges, concat of nodes."""
 
@@ -67,6 +100,7 @@ class SearchCell(nn.Module):
         super().__init__()
         self.inputs = len(plan.sources)
         self.layout_grads = layout_grads
+        self.phase_domain = True  # run dilated operators on phases when training on CPU
         self.preprocess = nn.ModuleList(preprocess(s.channels, plan.channels, s.halvings, False)
                                         for s in plan.sources)
         edges = space.cell.edge_list()
@@ -79,22 +113,37 @@ class SearchCell(nn.Module):
         targets = [j for _, j in edges]
         self.node_slices = [(targets.index(j), len(targets) - targets[::-1].index(j))
                             for j in sorted(set(targets))]
-        self.relu_sources = {i for i, e in zip(self.sources, self.edges)
-                             if any(op.starts_with_relu for op in e.ops)}
 
     def forward(self, inputs: list[torch.Tensor], weights: torch.Tensor | None) -> torch.Tensor:
         states = [pre(x) for pre, x in zip(self.preprocess, inputs)]  # each (B, C, h, w)
-        relus: dict[int, torch.Tensor] = {}
+        # Phases only in training: in eval mode every conv sees its natural input (criteria
+        # hook the candidate convs' inputs).
+        nodes = _Nodes(states, self.phase_domain and self.training and states[0].device.type == "cpu")
         for lo, hi in self.node_slices:
-            outs: list[torch.Tensor] = []
-            for e in range(lo, hi):
-                i = self.sources[e]
-                if i in self.relu_sources and i not in relus:
-                    relus[i] = F.relu(states[i])
-                outs.extend(self.edges[e](states[i], relus.get(i)))
-            node = mixed_sum(outs, None if weights is None else weights[lo:hi].flatten())
+            node = self._node(nodes, lo, hi, None if weights is None else weights[lo:hi].flatten())
             states.append(channels_last_grad(node) if self.layout_grads else node)
         return torch.cat(states[self.inputs:], dim=1)  # (B, nodes * C, h', w')
+
+    def _node(self, nodes: _Nodes, lo: int, hi: int, w: torch.Tensor | None) -> torch.Tensor:
+        """x_j: its edges' operators mixed (Eq. 1 or 2); those run on phases are summed there
+        and brought back to the map once per node, not once per operator."""
+        parts: dict[tuple[int, int] | None, tuple[list[torch.Tensor], list[int]]] = {}
+        k = 0
+        for e in range(lo, hi):
+            i = self.sources[e]
+            for op in self.edges[e].ops:
+                factor = nodes.phase_factor(i, op)
+                outs, index = parts.setdefault(factor, ([], []))
+                outs.append(nodes.apply(i, op, factor))
+                index.append(k)
+                k += 1
+        node = None
+        for factor, (outs, index) in parts.items():
+            part = mixed_sum(outs, w if w is None or len(index) == k else w[index])
+            if factor is not None:
+                part = batch_to_space(part, *factor, nodes.states[0].shape[0])
+            node = part if node is None else node + part
+        return node
 
 
 class Supernet(nn.Module):

@@ -25,6 +25,7 @@ class Operator(nn.Sequential):
         self.conv_layers = tuple(conv_layers)  # layer index of each conv primitive, in order
         self.is_identity = all(p.kind == "identity" for p in prims)
         self.starts_with_relu = bool(prims) and prims[0].kind == "relu"
+        self.phases = phase_factor(prims)
 
     @property
     def convs(self) -> list[nn.Conv2d]:
@@ -35,6 +36,13 @@ class Operator(nn.Sequential):
         """The operator on an input its leading ReLU was already applied to (shared per node)."""
         for layer in list(self)[1:]:
             x = layer(x)
+        return x
+
+    def on_phases(self, x: torch.Tensor, relu_done: bool) -> torch.Tensor:
+        """The operator on space_to_batch(x, *self.phases), giving space_to_batch of its output:
+        its dilated convs run undilated on the phases, every other layer is pixelwise."""
+        for layer in list(self)[1:] if relu_done else self:
+            x = layer.on_phases(x) if isinstance(layer, Conv) else layer(x)
         return x
 
 
@@ -51,6 +59,22 @@ def build_operator(name: str, prims: tuple[Primitive, ...], channels: int, *, af
             conv_layers.append(len(layers))
         layers.append(_layer(name, p, channels, affine))
     return Operator(name, layers, conv_layers, prims)
+
+
+_PIXELWISE = frozenset({"relu", "bn", "search_bn", "identity"})
+
+
+def phase_factor(prims: tuple[Primitive, ...]) -> tuple[int, int] | None:
+    """(fh, fw) when the whole operator can run on the fh x fw phases of its input: stride 1,
+    its dilated convs of one dilation, every other primitive pixelwise (batch-norm statistics
+    are over all pixels, so the phase order does not change them). Otherwise None."""
+    factors = set()
+    for p in prims:
+        if p.is_conv and p.stride == (1, 1) and p.dilation != (1, 1):
+            factors.add(p.dilation)
+        elif not (p.kind in _PIXELWISE or (p.is_conv and p.kernel == (1, 1) and p.stride == (1, 1))):
+            return None
+    return factors.pop() if len(factors) == 1 else None
 
 
 def _layer(name: str, p: Primitive, c: int, affine: bool) -> nn.Module:
