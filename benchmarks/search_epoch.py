@@ -5,7 +5,7 @@ validation pass and the scores and genotypes of every rule the space names: what
 does per epoch, without the run folder's writes.
 
     python benchmarks/search_epoch.py [--space spaces/quickstart.space] [--device cpu]
-                                      [--set search.batch=32 ...]
+                                      [--threads N] [--set search.batch=32 ...]
 
 Fields: epoch_s (train_s + end_s), train_s, end_s (validation, scores, genotypes), steps (weight
 steps per epoch), s_per_step, build_s (data and supernet), peak_rss_mb (the process's maximum
@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from msrdsl.lang import load_space  # noqa: E402
+from msrdsl.search import default_threads  # noqa: E402
 from msrdsl.search.distributed import Dist  # noqa: E402
 from msrdsl.search.loop import Search, _EpochSums, _StopRequest, resolve_device, seed_everything  # noqa: E402
 from msrdsl.search.rundir import RunDir  # noqa: E402
@@ -42,7 +43,12 @@ def main() -> None:
     parser.add_argument("--space", default=str(ROOT / "spaces" / "quickstart.space"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: what `msrdsl search` uses)")
     args = parser.parse_args()
+    threads = args.threads if args.threads is not None else default_threads()
+    if threads:
+        torch.set_num_threads(threads)
 
     space = load_space(args.space, args.overrides)
     device = resolve_device(args.device)

@@ -1,4 +1,4 @@
-"""Shared pieces of the search tests (no tests here): tiny settings, running the CLI, reading runs."""
+"""Shared pieces of the search tests (no tests here): tiny settings, the CLI, reading runs."""
 
 from __future__ import annotations
 

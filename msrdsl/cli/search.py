@@ -50,7 +50,7 @@ def command(space: str, out_dir: str | None, overrides: tuple[str, ...], device:
     import torch
 
     from msrdsl.lang import load_space
-    from msrdsl.search import make_reporter
+    from msrdsl.search import default_threads, make_reporter
     from msrdsl.search.loop import SearchInterrupted, run_search
     from msrdsl.search.rundir import SPACE_FILE
 
@@ -67,7 +67,7 @@ def command(space: str, out_dir: str | None, overrides: tuple[str, ...], device:
     spec = load_space(space_path, overrides)
     reporter = make_reporter(quiet=quiet, json=as_json, console=console)
     previous_threads = torch.get_num_threads()
-    chosen = threads if threads is not None else (1 if (os.cpu_count() or 1) <= 2 else 0)
+    chosen = threads if threads is not None else default_threads()
     if chosen:
         torch.set_num_threads(chosen)
     try:
@@ -76,7 +76,8 @@ def command(space: str, out_dir: str | None, overrides: tuple[str, ...], device:
     except SearchInterrupted as stop:
         # A mid-epoch resume is bit-exact with the same thread count, so the command keeps it.
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        launcher = ["torchrun", f"--nproc_per_node={world}", "-m", "msrdsl"] if world > 1 else ["msrdsl"]
+        launcher = (["torchrun", f"--nproc_per_node={world}", "-m", "msrdsl"] if world > 1
+                    else ["msrdsl"])
         again = [*launcher, "search", str(stop.run_dir), "--resume"]
         if device != "auto":
             again += ["--device", device]

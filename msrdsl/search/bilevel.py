@@ -54,7 +54,7 @@ def _grads(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Ten
 
 
 class Architect:
-    """Takes one architecture step per call, on a validation batch (and, second order, a train one)."""
+    """One architecture step per call: on a validation batch (second order: and a train batch)."""
 
     def __init__(self, weights: Sequence[torch.nn.Parameter], alphas: Sequence[torch.nn.Parameter],
                  optimizer: torch.optim.Optimizer, order: str, dist: Dist):
@@ -71,7 +71,8 @@ class Architect:
             loss = loss_fn(*valid)
             grads = _grads(loss, self.alphas)
             (total,) = self.dist.average_(grads, [loss.item()])
-            value = _finite(total / self.dist.world_size, "the validation loss of the architecture step")
+            value = _finite(total / self.dist.world_size,
+                            "the validation loss of the architecture step")
         else:
             grads, value = self._second_order(loss_fn, train, valid, lr, weight_optimizer)
         for alpha, g in zip(self.alphas, grads):
@@ -93,8 +94,8 @@ class Architect:
             with torch.no_grad():
                 for w, g in zip(self.weights, dw):
                     step = g + decay * w if decay else g.clone()
-                    buf = weight_optimizer.state.get(w, {}).get("momentum_buffer") if momentum else None
-                    if buf is not None:
+                    buf = weight_optimizer.state.get(w, {}).get("momentum_buffer")
+                    if momentum and buf is not None:
                         step.add_(buf, alpha=momentum)
                     w.sub_(step, alpha=xi)  # w' = w - xi * (momentum * buf + g + wd * w)
 
@@ -115,7 +116,8 @@ class Architect:
         return [da - xi * (p - m) / (2 * eps) for da, p, m in zip(dalpha, plus, minus)], value
 
     def _train_alpha_grads(self, loss_fn: LossFn, train: Batch, saved: list[torch.Tensor],
-                           v: list[torch.Tensor], eps: torch.Tensor, where: str) -> list[torch.Tensor]:
+                           v: list[torch.Tensor], eps: torch.Tensor, where: str
+                           ) -> list[torch.Tensor]:
         """grad_alpha L_train(w + eps * v, alpha), averaged over ranks."""
         with torch.no_grad():
             for w, s, d in zip(self.weights, saved, v):

@@ -124,7 +124,8 @@ def from_environment(device: torch.device) -> Dist:
     if device.type == "cuda":
         torch.cuda.set_device(device)  # before any collective: NCCL works on the current device
     try:
-        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(backend=backend,
+                                device_id=device if device.type == "cuda" else None)
     except Exception as err:  # a rendezvous that fails is a setup problem, not a bug in msrdsl
         raise RunError(f"cannot join the torchrun job (rank {rank} of {world_size}, {backend}): "
                        f"{err}") from None

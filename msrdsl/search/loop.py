@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 import platform
 import random
 import signal
@@ -87,13 +86,14 @@ def resolve_device(device: str) -> torch.device:
 
 
 def learning_rate(spec: OptimizerSpec, epoch: int, epochs: int) -> float:
-    """DARTS' schedule: cosine from lr at epoch 0 towards lr_min (CosineAnnealingLR, T_max = epochs)."""
+    """DARTS' schedule: cosine from lr at epoch 0 towards lr_min (CosineAnnealingLR)."""
     if spec.schedule == "constant":
         return spec.lr
     return spec.lr_min + (spec.lr - spec.lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
-def make_optimizer(spec: OptimizerSpec, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(spec: OptimizerSpec, params: Sequence[torch.nn.Parameter]
+                   ) -> torch.optim.Optimizer:
     if spec.kind == "sgd":
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
                                weight_decay=spec.weight_decay)
@@ -294,7 +294,8 @@ class Search:
             "valid_losses": list(valid_losses),
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "arch_optimizer": None if self.arch_optimizer is None else self.arch_optimizer.state_dict(),
+            "arch_optimizer": (None if self.arch_optimizer is None
+                               else self.arch_optimizer.state_dict()),
             "mix_tables": self.mix_tables,
             "rng": rng_state(self.device),
             "world_size": self.dist.world_size,
@@ -423,7 +424,8 @@ class Search:
         for x, y in loader:
             yield x.to(self.device), y
 
-    def _diverged(self, which: str, value: float, epoch: int, step: int, steps: int) -> DivergedError:
+    def _diverged(self, which: str, value: float, epoch: int, step: int, steps: int
+                  ) -> DivergedError:
         kept = (f"the last good checkpoint (end of epoch {epoch - 1}) is kept in '{self.run.path}'"
                 if epoch > 0 else "no epoch had finished, so there is no checkpoint to keep")
         return DivergedError(
@@ -592,7 +594,6 @@ def run_search(space: Space, out_dir: str | Path | None = None, *, device: str =
     Raises RunError for an unusable folder, DivergedError for a NaN/inf loss, and
     SearchInterrupted after Ctrl-C has saved a checkpoint.
     """
-    from msrdsl.lang import format_space
     from msrdsl.search import distributed
 
     torch_device = resolve_device(device)

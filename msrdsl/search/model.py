@@ -19,16 +19,14 @@ def mix_kind(space: Space) -> str:
     mix = space.supernet.mix
     if isinstance(mix, Name) and mix.id == "uniform":
         return "uniform"
-    if isinstance(mix, Call) and mix.args and isinstance(mix.args[0], Name) and mix.args[0].id == "alpha":
+    arg = mix.args[0] if isinstance(mix, Call) and mix.args else None
+    if isinstance(arg, Name) and arg.id == "alpha":
         return "alpha"
     return "score"
 
 
 def build_supernet(space: Space, info: Any, device: torch.device) -> torch.nn.Module:
-    try:
-        from msrdsl.nn import compile_supernet
-    except ImportError:  # the package may not re-export it
-        from msrdsl.nn.supernet import compile_supernet
+    from msrdsl.nn import compile_supernet
 
     return compile_supernet(space, info, device=device, dtype=torch.float32)
 
@@ -43,8 +41,3 @@ def arch_parameters(net: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 def set_mix_weights(net: torch.nn.Module, tables: dict[str, torch.Tensor]) -> None:
     net.set_mix_weights(tables)
-
-
-def mix_state(net: torch.nn.Module) -> Any:
-    """What a mid-epoch checkpoint must hold so the epoch's mixing weights come back."""
-    return None

@@ -39,7 +39,8 @@ def recorded_calls(space: Space) -> list[Any]:
     exprs = list(named_rules(space))
     mix = space.supernet.mix
     if isinstance(mix, Call):
-        exprs.append(SimpleNamespace(op=SimpleNamespace(score=mix), edge=SimpleNamespace(score=mix)))
+        as_rule = SimpleNamespace(op=SimpleNamespace(score=mix), edge=SimpleNamespace(score=mix))
+        exprs.append(as_rule)
     for rule in exprs:
         for call in base_calls(rule):
             if call not in found:

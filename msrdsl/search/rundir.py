@@ -3,7 +3,7 @@
 Layout (`--out DIR`, default `runs/<space name>-<YYYYmmdd-HHMMSS>`)::
 
     DIR/
-      space.space            the flattened space as run (`format_space`); a resumed run must match it
+      space.space            the flattened space as run (`format_space`); a resume must match it
       run.json               seed, msrdsl/torch/python versions, device, command line, world size,
                              start time (and the times of later resumes)
       epochs.jsonl           one JSON object per finished epoch, in order (see below)
@@ -84,7 +84,8 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+        mode = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8"}
+        with os.fdopen(fd, **mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -103,7 +104,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def fsync_dir(folder: Path) -> None:
-    """Make a rename inside `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    """Make a rename inside `folder` durable (a no-op where folders cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
