@@ -10,7 +10,9 @@ import torch
 
 from msrdsl.genotype_io import from_json
 from msrdsl.lang import load_space, parse_genotype_file
-from test_search_support import DARTS, DIGITS, QUICKSTART, records, run_cli, sets
+from test_search_support import DARTS, DIGITS, QUICKSTART, ROOT, records, run_cli, sets
+
+MSR_REFERENCE = str(ROOT / "spaces" / "msr-reference.space")
 
 EPOCH_FIELDS = {"epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "seconds",
                 "rules", "scores"}
@@ -238,3 +240,42 @@ def test_epoch_benchmark_prints_one_json_object():
     result = json.loads(line)
     assert {"epoch_s", "peak_rss_mb", "steps", "s_per_step"} <= set(result)
     assert result["steps"] == 18 and result["epoch_s"] > 0
+
+
+@pytest.mark.parametrize("space", [DARTS, MSR_REFERENCE], ids=["darts", "msr-reference"])
+def test_stop_mid_epoch_resumes_exactly(tmp_path, capsys, monkeypatch, space):
+    """A stop agreed after some step of epoch 1 (what Ctrl-C asks for) and a resume give the
+    uninterrupted run's records. DARTS: the weights, alpha, both optimisers, the RNG and the
+    position in the cycled validation batches of the architecture steps all come back; the
+    reference code's softmax(-stable rank) mixing: the mixing weights of the epoch's start."""
+    from msrdsl.search.loop import Search
+
+    def argv(out):
+        return ["search", space, "--out", str(out), "--quiet",
+                *sets("search.epochs=2", "search.batch=32")]
+
+    reference = tmp_path / "reference"
+    assert run_cli(capsys, *argv(reference))[0] == 0
+
+    original = Search.weight_step
+    calls = {"n": 0}
+
+    def stop_at_step_14(self, x, y, stop):
+        calls["n"] += 1
+        return original(self, x, y, stop or calls["n"] == 14)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(Search, "weight_step", stop_at_step_14)
+    code, _, err = run_cli(capsys, *argv(out))
+    monkeypatch.undo()
+    assert code == 130 and "step 3" in err and "--resume" in err
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert (state["epoch"], state["step"]) == (1, 3)
+    code, _, err = run_cli(capsys, "search", str(out), "--resume", "--quiet")
+    assert code == 0, err
+    assert "from epoch 1, step 3" in err
+    assert records(out) == records(reference)
+    if space == MSR_REFERENCE:
+        recorded = records(out)[1]["scores"]
+        assert {"stable_rank(last_conv, at=cell_input)", "stable_rank(last_conv)"} <= set(recorded)
+        assert set(records(out)[1]["rules"]) == {"msr_reference", "msr_reference_max", "msr"}
