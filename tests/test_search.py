@@ -279,3 +279,11 @@ def test_stop_mid_epoch_resumes_exactly(tmp_path, capsys, monkeypatch, space):
         recorded = records(out)[1]["scores"]
         assert {"stable_rank(last_conv, at=cell_input)", "stable_rank(last_conv)"} <= set(recorded)
         assert set(records(out)[1]["rules"]) == {"msr_reference", "msr_reference_max", "msr"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_user_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "search", QUICKSTART, "--out", str(tmp_path / "run"),
+                           "--device", "cuda", *sets("search.epochs=1"))
+    assert code == 2 and "CUDA is not available" in err and "--device cpu" in err
+    assert not (tmp_path / "run").exists()
