@@ -182,3 +182,16 @@ def test_blockwise_weight_gradient_of_large_depthwise_kernels_on_small_maps(kern
     g = torch.randn_like(ref)
     torch.testing.assert_close(torch.autograd.grad(out, (x, w), g),
                                torch.autograd.grad(ref, (x, w), g))
+
+
+def test_blockwise_depthwise_under_bf16_autocast():
+    from msrdsl.ops.conv import same_conv
+
+    x = torch.randn(2, 4, 4, 4).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(4, 1, 5, 5, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = same_conv(x, w, (2, 2), 4)
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+    ref = torch.autograd.grad(F.conv2d(x, w, padding=2, groups=4).sum(), w)[0]
+    torch.testing.assert_close(w.grad, ref, rtol=0.05, atol=0.1)

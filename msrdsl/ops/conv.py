@@ -109,14 +109,16 @@ class _BlockwiseDepthwise(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         x, weight = ctx.saved_tensors
+        # Under autocast the conv ran in the gradient's (lower) precision: so does its backward.
+        xs, ws = x.to(grad.dtype), weight.to(grad.dtype)
         c, pad = weight.shape[0], ctx.padding
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, (1, 1), pad, (1, 1), False, (0, 0), c,
-                (True, False, False))[0]
+                grad, xs, ws, None, (1, 1), pad, (1, 1), False, (0, 0), c,
+                (True, False, False))[0].to(x.dtype)
         if ctx.needs_input_grad[1]:
-            grad_w = _blockwise_weight_grad(grad, x, weight, pad)
+            grad_w = _blockwise_weight_grad(grad, xs, ws, pad).to(weight.dtype)
         return grad_x, grad_w, None
 
 
