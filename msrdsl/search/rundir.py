@@ -44,11 +44,11 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from msrdsl.atomic import fsync_dir, write_bytes
 from msrdsl.errors import RunError
 
 SPACE_FILE = "space.space"
@@ -67,54 +67,16 @@ def weights_name(epoch: int) -> str:
     return f"epoch-{epoch:03d}.pt"
 
 
-def _write_error(path: Path, err: OSError) -> RunError:
-    reason = err.strerror or str(err)
-    return RunError(f"cannot write '{path}': {reason}",
-                    hint="free some disk space or choose another folder with --out")
-
-
 def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool = True) -> None:
-    """Replace `path` by what `write(handle)` writes, so a crash leaves the old or the new file.
-
-    A temporary file in the same folder (so the rename stays on one file system), flushed and
-    fsynced, `os.replace`d over the target, then the folder fsynced so the rename itself is
-    durable. Any OSError (disk full, read-only folder) becomes a RunError.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        mode = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8"}
-        with os.fdopen(fd, **mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        fsync_dir(path.parent)
-    except OSError as err:
-        raise _write_error(path, err) from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+    """Replace `path` by what `write(handle)` writes, atomically (msrdsl.atomic)."""
+    buffer = io.BytesIO() if binary else io.StringIO()
+    write(buffer)
+    data = buffer.getvalue()
+    write_bytes(path, data if binary else data.encode("utf-8"))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), binary=False)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside `folder` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def json_line(obj: Any) -> str:
@@ -285,7 +247,7 @@ class RunDir:
                 try:
                     self.weights_file(epoch).unlink(missing_ok=True)
                 except OSError as err:
-                    raise _write_error(self.weights_file(epoch), err) from None
+                    raise RunError(f"cannot delete {self.weights_file(epoch)}: {err.strerror or err}") from None
 
     def write_final(self, genotype_text: str, final: dict[str, Any]) -> None:
         atomic_write_text(self.final_genotype, genotype_text)

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from msrdsl.atomic import write_bytes as write_bytes_atomic
 from msrdsl.errors import RunError
 
 RUN_JSON = "run.json"
@@ -54,38 +53,6 @@ _ZIP_MAGIC = b"PK\x03\x04"
 # Atomic writes
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Replace `path` so that a crash at any moment leaves the old file or the new one, whole."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise RunError(f"cannot write {path}: {err.strerror or err}",
-                       hint="choose a writable folder with --out") from None
-    try:
-        # mkstemp makes the file private (0600); a run's files get the usual permissions.
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise RunError(f"cannot write {path}: {err.strerror or err}",
-                       hint="free some disk space or choose another folder with --out") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
@@ -103,21 +70,6 @@ def save_atomic(path: str | Path, obj: Any) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes_atomic(path, buffer.getvalue())
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename is durable only once the folder's entry is on disk (POSIX); Windows has no
-    # directory handles to sync, and a failure here loses durability, never data.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
