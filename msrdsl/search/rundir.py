@@ -70,7 +70,11 @@ def weights_name(epoch: int) -> str:
 def atomic_write(path: str | Path, write: Callable[[Any], None], *, binary: bool = True) -> None:
     """Replace `path` by what `write(handle)` writes, atomically (msrdsl.atomic)."""
     buffer = io.BytesIO() if binary else io.StringIO()
-    write(buffer)
+    try:
+        write(buffer)
+    except OSError as err:
+        raise RunError(f"cannot write '{path}': {err.strerror or err}",
+                       hint="free some disk space or choose another folder with --out") from None
     data = buffer.getvalue()
     write_bytes(path, data if binary else data.encode("utf-8"))
 
