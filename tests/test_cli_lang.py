@@ -216,11 +216,12 @@ def test_fmt_write_is_atomic(capsys, spaces_dir, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(SystemExit) as exit_info:
         main(["fmt", "--write", str(path)])
+    assert exit_info.value.code == 2  # a failed write is the user's to fix, not a traceback
+    assert "cannot write" in capsys.readouterr().err
     assert path.read_text() == original
     assert sorted(p.name for p in spaces_dir.iterdir()) == sorted(p.name for p in SPACES)
-    capsys.readouterr()
 
 
 def test_fmt_flatten_resolves_extends(capsys):
