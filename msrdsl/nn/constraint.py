@@ -91,13 +91,18 @@ class SpectralNorm(nn.Module):
     @torch.no_grad()
     def rescale(self) -> None:
         """Rescale every candidate conv to spectral norm `bound` (one step of Eq. 4-5)."""
-        if not self.enabled:
+        if not self.enabled or not self.groups:
             return
-        for group in self.groups:
-            sigma = self.sigmas(group)
-            scale = self.bound / sigma.clamp_min(torch.finfo(sigma.dtype).tiny)
-            weights = group.weights
-            torch._foreach_mul_(weights, list(scale.to(weights[0].dtype).unbind()))
+        device = self.groups[0].modules[0].weight.device.type
+        with torch.autocast(device, enabled=False):  # sigma in the weights' own precision
+            for group in self.groups:
+                self._rescale_group(group)
+
+    def _rescale_group(self, group: _Group) -> None:
+        sigma = self.sigmas(group)
+        scale = self.bound / sigma.clamp_min(torch.finfo(sigma.dtype).tiny)
+        weights = group.weights
+        torch._foreach_mul_(weights, list(scale.to(weights[0].dtype).unbind()))
 
     def sigmas(self, group: _Group) -> torch.Tensor:
         """sigma_1 of every conv of `group`, (n,): estimated (advancing u) or exact."""

@@ -55,10 +55,9 @@ class MixedEdge(nn.Module):
         super().__init__()
         self.ops = nn.ModuleList(ops)
 
-    def forward(self, x: torch.Tensor, x_relu: torch.Tensor | None) -> list[torch.Tensor]:
-        # An operator starting with ReLU reuses the node's ReLU (same values, computed once).
-        return [op.after_relu(x_relu) if x_relu is not None and op.starts_with_relu else op(x)
-                for op in self.ops]
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # The cell does not call this: it shares ReLUs and phase splits across edges (_Nodes).
+        return [op(x) for op in self.ops]  # each (B, C, h', w')
 
 
 class _Nodes:
