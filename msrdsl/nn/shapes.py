@@ -132,8 +132,8 @@ class ConvShape:
 
 
 def ops_by_name(ops: Any) -> dict[str, OpDef]:
-    """An operator library as a dict: from a Space, a mapping, or OpDefs."""
-    if isinstance(ops, Space):
+    """An operator library as a dict: from a Space (or anything with `.ops`), a mapping, OpDefs."""
+    if isinstance(ops, Space) or hasattr(ops, "ops"):
         ops = ops.ops
     if isinstance(ops, Mapping):
         return dict(ops)
