@@ -44,11 +44,11 @@ def _one_thread():
 
 
 def space_of(cells=1, nodes=1, inputs=2, channels=4, reduce_at=(), operators=None, mix="uniform",
-             spectral_norm=None):
+             spectral_norm=None, keep=1):
     return evolve(
         BASE,
         operators=tuple(operators or ("sep_conv_3x3", "max_pool_3x3")),
-        cell=CellSpec(inputs=inputs, nodes=nodes, keep=1),
+        cell=CellSpec(inputs=inputs, nodes=nodes, keep=keep),
         network=NetworkSpec(cells=cells, channels=channels, stem_multiplier=3,
                             reduce_at=tuple(reduce_at)),
         supernet=SupernetSpec(mix=MIXES[mix], spectral_norm=spectral_norm))
@@ -60,6 +60,7 @@ def small_specs(draw):
     inputs = draw(st.integers(1, 3))
     return dict(
         cells=cells, nodes=draw(st.integers(1, 4)), inputs=inputs,
+        keep=draw(st.integers(1, inputs)),  # every node has at least `inputs` predecessors
         channels=draw(st.integers(2, 8)),
         reduce_at=sorted(draw(st.sets(st.integers(0, cells - 1), max_size=3))),
         operators=draw(st.lists(st.sampled_from(OPERATORS), min_size=1, max_size=3, unique=True)),
