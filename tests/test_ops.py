@@ -168,12 +168,13 @@ def test_strided_pointwise_conv_on_few_channels_last_channels():
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", [(5, 5), (7, 5), (5, 3)])
-def test_blockwise_weight_gradient_of_large_depthwise_kernels_on_small_maps(kernel):
+@pytest.mark.parametrize("kernel,hw", [((5, 5), (4, 3)), ((5, 5), (9, 8)), ((7, 5), (6, 9)),
+                                       ((3, 5), (8, 8)), ((5, 3), (7, 7)), ((1, 5), (5, 5))])
+def test_blockwise_weight_gradient_of_wide_depthwise_kernels(kernel, hw):
     from msrdsl.ops.conv import same_conv
 
     padding = ((kernel[0] - 1) // 2, (kernel[1] - 1) // 2)
-    x = torch.randn(3, 4, 4, 3, dtype=torch.float64).contiguous(
+    x = torch.randn(3, 4, *hw, dtype=torch.float64).contiguous(
         memory_format=torch.channels_last).requires_grad_()
     w = torch.randn(4, 1, *kernel, dtype=torch.float64, requires_grad=True)
     out = same_conv(x, w, padding, 4)
