@@ -6,7 +6,8 @@ clip 5, SGD step, with the spectral-norm constraint (power iteration, Z = 5) and
 Prints one JSON object. Timings are medians after warm-up steps; `cpu_s` fields are process CPU
 time, which a busy machine disturbs less than wall time.
 
-    python benchmarks/supernet_step.py [--steps 5] [--threads 2] [--layout auto|channels_last|contiguous]
+    python benchmarks/supernet_step.py [--steps 5] [--threads 2] [--omp-wait passive|active]
+        [--layout auto|channels_last|contiguous] [--batch 64] [--device cpu]
 """
 
 from __future__ import annotations
