@@ -81,8 +81,9 @@ def record_inputs(net):
 @given(spec=small_specs(), channels_last=st.booleans())
 def test_random_supernets_give_logits_and_their_shape_table(spec, channels_last):
     space = space_of(**spec)
-    net = compile_supernet(space, TINY, channels_last=channels_last)
-    x = torch.randn(2, 3, 8, 8)
+    # float64: batch norm over 2 samples of a 1x1 map magnifies float32 rounding differences
+    net = compile_supernet(space, TINY, dtype=torch.float64, channels_last=channels_last)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     logits = net(x)
     assert logits.shape == (2, 5)
     logits.sum().backward()
@@ -91,7 +92,7 @@ def test_random_supernets_give_logits_and_their_shape_table(spec, channels_last)
         logits = net(x)
     for cell in net.cells:  # the same function without the phase domain of dilated operators
         cell.phase_domain = False
-    torch.testing.assert_close(net(x), logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(net(x), logits)
     net.eval()  # in eval mode every candidate conv sees its natural input
     seen, hooks = record_inputs(net)
     net(x)
