@@ -89,18 +89,18 @@ def phase_conv(x: torch.Tensor, weight: torch.Tensor, plan: tuple[Pair, Pair, Pa
 
 
 def same_conv(x: torch.Tensor, weight: torch.Tensor, padding: Pair, groups: int) -> torch.Tensor:
-    """A stride-1 undilated conv. A depthwise kernel larger than 3x3 that covers the whole map
-    (a 5x5 kernel on the 4x4 phases of an 8x8 map) gets its weight gradient from 3x3 blocks:
-    oneDNN has fast depthwise weight-gradient kernels only for 3x3 (measured 2-4x faster)."""
-    kh, kw = weight.shape[-2:]
+    """A stride-1 undilated conv; on CPU a depthwise kernel wider than 3 gets its weight gradient
+    from 3-wide blocks. oneDNN's fast depthwise weight-gradient kernel takes kernels at most 3
+    wide; wider ones fall back to a generic kernel, 2-4x slower (the 5x5 convs of sep_conv_5x5
+    and dil_conv_5x5 were a quarter of a search step)."""
     if (x.device.type == "cpu" and weight.requires_grad and weight.shape[1] == 1
-            and max(kh, kw) > 3 and x.shape[-2] <= kh and x.shape[-1] <= kw):
+            and groups == weight.shape[0] and weight.shape[-1] > 3):
         return _BlockwiseDepthwise.apply(x, weight, padding)
     return F.conv2d(x, weight, padding=padding, groups=groups)
 
 
 class _BlockwiseDepthwise(torch.autograd.Function):
-    """Depthwise 'same' conv; backward: input gradient as usual, weight gradient as 3x3 blocks."""
+    """Depthwise 'same' conv; backward: input gradient as usual, weight gradient by blocks."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: Pair) -> torch.Tensor:  # type: ignore[override]
@@ -126,20 +126,21 @@ class _BlockwiseDepthwise(torch.autograd.Function):
 
 def _blockwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                            pad: Pair) -> torch.Tensor:
-    """dL/dW of a depthwise conv: W[c, i, j] pairs grad[h, w] with x[h + i - p, w + j - p], so
-    the taps of block (a, b) are a 3x3 conv's weight gradient on x shifted by (a, b)."""
+    """dL/dW of a depthwise conv. W[c, i, j] pairs grad[h, w] with x[h + i - p, w + j - p], so
+    the taps of the block at (a, b) are a small conv's weight gradient on x shifted by (a, b):
+    full-height 3-wide columns, or 3x3 blocks when the kernel covers the whole map (there the
+    generic kernel is slowest and column windows are mostly padding)."""
     c, _, kh, kw = weight.shape
     h, w = x.shape[-2:]
-    bh, bw = -(-kh // 3), -(-kw // 3)
-    xp = F.pad(x, (pad[1], 3 * bw - 1 - pad[1], pad[0], 3 * bh - 1 - pad[0]))
-    probe = weight.new_empty(c, 1, 3, 3)
-    out = weight.new_zeros(c, 1, 3 * bh, 3 * bw)
-    for a in range(0, 3 * bh, 3):
-        for b in range(0, 3 * bw, 3):
-            window = xp[:, :, a:a + h + 2, b:b + w + 2].contiguous(memory_format=torch.channels_last)
-            out[:, :, a:a + 3, b:b + 3] = torch.ops.aten.convolution_backward(
-                grad, window, probe, None, (1, 1), (0, 0), (1, 1), False, (0, 0), c,
-                (False, True, False))[1]
+    bh = 3 if (h <= kh and w <= kw) else kh
+    out = weight.new_zeros(c, 1, -(-kh // bh) * bh, -(-kw // 3) * 3)
+    probe = weight.new_empty(c, 1, bh, 3)
+    for a in range(0, kh, bh):
+        for b in range(0, kw, 3):
+            window = F.pad(x, (pad[1] - b, b + 2 - pad[1], pad[0] - a, a + bh - 1 - pad[0]))
+            out[:, :, a:a + bh, b:b + 3] = torch.ops.aten.convolution_backward(
+                grad, window.contiguous(memory_format=torch.channels_last), probe, None, (1, 1),
+                (0, 0), (1, 1), False, (0, 0), c, (False, True, False))[1]
     return out[:, :, :kh, :kw]
 
 
